@@ -1,0 +1,102 @@
+"""What the three instrumentors share: building the telemetry and (un)patching SDK methods."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+
+from ..environment_variables import (
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
+    OTEL_LLMCOST_METRICS_INCLUDE_USER,
+    env_bool,
+)
+from ..pricing import PriceCatalog, load_catalog
+from ..telemetry import Telemetry
+from ._wrappers import Instrumentation
+
+_log = logging.getLogger("otel_llmcost.instrumentation")
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One SDK method to wrap: module path, `Class.method`, and the wrapper factory's output."""
+
+    module: str
+    target: str
+    wrapper: Callable[..., Any]
+
+
+def build_telemetry(
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    catalog: PriceCatalog | None = None,
+    prices_file: str | None = None,
+    capture_content: bool | None = None,
+    metrics_include_user: bool | None = None,
+    **_: Any,
+) -> Telemetry:
+    """Telemetry from arguments, falling back to the environment; arguments win."""
+    return Telemetry(
+        catalog=catalog or load_catalog(prices_file),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        capture_content=env_bool(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, False)
+        if capture_content is None else capture_content,
+        metrics_include_user=env_bool(OTEL_LLMCOST_METRICS_INCLUDE_USER, False)
+        if metrics_include_user is None else metrics_include_user,
+    )
+
+
+class LLMCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Base of our instrumentors; subclasses list their patches in `_patches()`.
+
+    `instrument()` accepts `tracer_provider`, `meter_provider`, `prices_file`, `capture_content`,
+    `metrics_include_user`, or a ready `telemetry` shared with other instrumentors.
+    """
+
+    _instruments: tuple[str, ...] = ()
+    state: Instrumentation
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.state = Instrumentation()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        return self.state.telemetry
+
+    def _patches(self) -> Iterable[Patch]:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+    def _instrument(self, **kwargs: Any) -> None:
+        telemetry = kwargs.get("telemetry") or build_telemetry(**kwargs)
+        self.state.telemetry = telemetry
+        self._applied: list[tuple[str, str]] = []
+        for patch in self._patches():
+            try:
+                wrapt.wrap_function_wrapper(patch.module, patch.target, patch.wrapper)
+                self._applied.append((patch.module, patch.target))
+            except (ImportError, AttributeError) as exc:
+                # An SDK version without this method: instrument what exists, say what does not.
+                _log.info("otel-llmcost: %s.%s not found (%s); not instrumented", patch.module, patch.target, exc)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        for module_name, target in getattr(self, "_applied", []):
+            owner_name, _, method = target.rpartition(".")
+            owner: Any = importlib.import_module(module_name)
+            for part in owner_name.split("."):
+                owner = getattr(owner, part)
+            unwrap(owner, method)
+        self._applied = []
+        self.state.telemetry = None

@@ -1,0 +1,283 @@
+"""The wrapper every instrumented SDK method goes through, and the stream proxies.
+
+The rule: the app gets exactly what the SDK returned and sees exactly what it raised. Our work is
+fenced off: a failure inside it is logged at debug level and the call goes on untouched. Streams are
+returned inside a transparent proxy that ends the span when the stream is exhausted, closed, left as a
+context manager, raises, or is garbage-collected unread.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import wrapt
+
+from ..pricing import Usage
+from ..telemetry import Call, Telemetry
+
+_log = logging.getLogger("otel_llmcost.instrumentation")
+
+# Set while one of our wrappers runs, so an SDK method that calls another wrapped method (a stream
+# helper calling `create`) is counted once, by the outermost wrapper.
+_IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("llmcost_in_call", default=False)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a response says about the call: usage, the model that answered, extra span attributes."""
+
+    usage: Usage | None
+    model: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    batch: bool = False
+    estimated: bool = False
+
+
+class Accumulator(Protocol):
+    """Watches a stream's chunks; `feed` returns True for a chunk the app must not see."""
+
+    def feed(self, chunk: Any) -> bool: ...
+
+    def outcome(self) -> Outcome: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+
+class Endpoint(Protocol):
+    """How one SDK method maps onto GenAI telemetry."""
+
+    provider: str
+    operation: str
+
+    def request(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(request model, span attributes known before the call)."""
+
+    def prepare(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Accumulator | None]:
+        """The kwargs to call with (usually the same object) and, for a stream, its accumulator."""
+
+    def response(self, result: Any, kwargs: dict[str, Any]) -> Outcome | None:
+        """Usage of a finished response, or None when the result is a stream (see `is_stream`)."""
+
+    def is_stream(self, result: Any) -> bool: ...
+
+
+class Instrumentation:
+    """State shared by the wrappers of one instrumentor: swapped, never rebound, by instrument()."""
+
+    telemetry: Telemetry | None = None
+    guard: Any = None  # the cost guard (rate limit, budget, cache, routing), when configured
+
+
+def _debug(what: str) -> None:
+    _log.debug("otel-llmcost: %s failed; the call goes on uninstrumented", what, exc_info=True)
+
+
+def sync_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        telemetry = state.telemetry
+        if telemetry is None or _IN_CALL.get():
+            return wrapped(*args, **kwargs)
+        try:
+            model, request_attrs = endpoint.request(instance, args, kwargs)
+            call = telemetry.start(endpoint.provider, endpoint.operation, model, request_attrs)
+            call_kwargs, accumulator = endpoint.prepare(kwargs)
+            call.activate()
+        except Exception:
+            _debug("starting the span")
+            return wrapped(*args, **kwargs)
+        flag = _IN_CALL.set(True)
+        try:
+            result = wrapped(*args, **call_kwargs)
+        except BaseException as exc:
+            _IN_CALL.reset(flag)
+            _fail(call, exc)
+            raise
+        _IN_CALL.reset(flag)
+        return _handle(call, endpoint, result, call_kwargs, accumulator, asynchronous=False)
+
+    return wrapper
+
+
+def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., Any]:
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> Any:
+        telemetry = state.telemetry
+        if telemetry is None or _IN_CALL.get():
+            return await wrapped(*args, **kwargs)
+        try:
+            model, request_attrs = endpoint.request(instance, args, kwargs)
+            call = telemetry.start(endpoint.provider, endpoint.operation, model, request_attrs)
+            call_kwargs, accumulator = endpoint.prepare(kwargs)
+            call.activate()
+        except Exception:
+            _debug("starting the span")
+            return await wrapped(*args, **kwargs)
+        flag = _IN_CALL.set(True)
+        try:
+            result = await wrapped(*args, **call_kwargs)
+        except BaseException as exc:
+            _IN_CALL.reset(flag)
+            _fail(call, exc)
+            raise
+        _IN_CALL.reset(flag)
+        return _handle(call, endpoint, result, call_kwargs, accumulator, asynchronous=True)
+
+    return wrapper
+
+
+def _fail(call: Call, exc: BaseException) -> None:
+    try:
+        call.fail(exc)
+    except Exception:
+        _debug("recording the error")
+
+
+def _handle(call: Call, endpoint: Endpoint, result: Any, kwargs: dict[str, Any],
+            accumulator: Accumulator | None, *, asynchronous: bool) -> Any:
+    try:
+        if accumulator is not None and endpoint.is_stream(result):
+            call.deactivate()
+            proxy = AsyncStreamProxy if asynchronous else StreamProxy
+            return proxy(result, call, accumulator)
+        outcome = endpoint.response(result, kwargs)
+        finish(call, outcome)
+    except Exception:
+        _debug("reading the response")
+        try:
+            call.finish(None, unpriced=True)
+        except Exception:
+            _debug("ending the span")
+    return result
+
+
+def finish(call: Call, outcome: Outcome | None, *, incomplete: bool = False) -> None:
+    if outcome is None:
+        call.finish(None, unpriced=True, incomplete=incomplete)
+        return
+    call.finish(outcome.usage, outcome.model, outcome.attributes, batch=outcome.batch,
+                incomplete=incomplete, estimated=outcome.estimated)
+
+
+class _StreamProxyBase(wrapt.ObjectProxy):  # type: ignore[misc]
+    def __init__(self, wrapped: Any, call: Call, accumulator: Accumulator) -> None:
+        super().__init__(wrapped)
+        self._self_call = call
+        self._self_accumulator = accumulator
+
+    def _self_feed(self, chunk: Any) -> bool:
+        try:
+            self._self_call.chunk_received()
+            return self._self_accumulator.feed(chunk)
+        except Exception:
+            _debug("reading a stream chunk")
+            return False
+
+    def _self_end(self, error: BaseException | None = None) -> None:
+        call = self._self_call
+        if call.ended:
+            return
+        try:
+            accumulator = self._self_accumulator
+            outcome = accumulator.outcome()
+            if error is not None:
+                call.fail(error, outcome.usage if outcome else None, outcome.model if outcome else None)
+            else:
+                finish(call, outcome, incomplete=not accumulator.complete)
+        except Exception:
+            _debug("ending the stream's span")
+
+    def __del__(self) -> None:
+        self._self_end()
+
+
+class StreamProxy(_StreamProxyBase):
+    """A sync stream, unchanged for the app, that ends its call's span however the stream ends."""
+
+    def __iter__(self) -> StreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                chunk = self.__wrapped__.__next__()
+            except StopIteration:
+                self._self_end()
+                raise
+            except BaseException as exc:
+                self._self_end(exc)
+                raise
+            if not self._self_feed(chunk):
+                return chunk
+
+    def close(self) -> Any:
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_end()
+
+    def __enter__(self) -> StreamProxy:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            self._self_end()
+
+
+class AsyncStreamProxy(_StreamProxyBase):
+    """The asyncio twin of `StreamProxy`."""
+
+    def __aiter__(self) -> AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            try:
+                chunk = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                self._self_end()
+                raise
+            except BaseException as exc:
+                self._self_end(exc)
+                raise
+            if not self._self_feed(chunk):
+                return chunk
+
+    async def close(self) -> Any:
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            self._self_end()
+
+    async def aclose(self) -> Any:
+        try:
+            return await self.__wrapped__.aclose()
+        finally:
+            self._self_end()
+
+    async def __aenter__(self) -> AsyncStreamProxy:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            self._self_end()
+
+
+def request_attributes(kwargs: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    """Copy plain request parameters (temperature, max_tokens, ...) to span attributes by name."""
+    out: dict[str, Any] = {}
+    for param, attribute in mapping.items():
+        value = kwargs.get(param)
+        if isinstance(value, (bool, int, float, str)):
+            out[attribute] = value
+    return out

@@ -1,0 +1,323 @@
+"""Records one LLM call: a CLIENT span with GenAI attributes and cost, and the metrics.
+
+Every instrumentor goes through `Telemetry.start()` → `Call.finish()` / `Call.fail()`, so a call is
+priced, named and counted the same way whichever SDK made it, and counted once. Budgets and reports
+work from the metrics (every call records them; traces may be sampled); the span carries per-call
+detail. Cost listeners (the in-process budget engine) get every priced call with its full attribution,
+including the user ids that metrics leave out for cardinality.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider, get_meter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from . import names
+from . import context as attribution
+from .pricing import Cost, PriceCatalog, UnknownPriceError, Usage
+
+_log = logging.getLogger(__name__)
+
+SCOPE = "otel_llmcost"
+_SCOPE_VERSION = "0.1.0"
+
+CostListener = Callable[["CallResult"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """A finished, priced call as cost listeners see it."""
+
+    provider: str
+    operation: str
+    request_model: str
+    response_model: str | None
+    usage: Usage
+    cost: Cost | None
+    attributes: Mapping[str, Any]
+    """Attribution (user, tenant, tier, feature) and GenAI names, as on the span."""
+    cache_status: str | None = None
+    saved: Decimal | None = None
+
+
+class Telemetry:
+    """The tracer, the instruments and the price catalog that every instrumented call shares."""
+
+    def __init__(
+        self,
+        *,
+        catalog: PriceCatalog,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        capture_content: bool = False,
+        metrics_include_user: bool = False,
+    ) -> None:
+        self.catalog = catalog
+        self.capture_content = capture_content
+        self.metric_keys = names.METRIC_ATTRIBUTION_KEYS + (
+            names.HIGH_CARDINALITY_ATTRIBUTION_KEYS if metrics_include_user else ()
+        )
+        self.tracer = trace.get_tracer(SCOPE, _SCOPE_VERSION, tracer_provider=tracer_provider)
+        meter = get_meter(SCOPE, _SCOPE_VERSION, meter_provider=meter_provider)
+        self.token_usage = meter.create_histogram(
+            names.METRIC_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=names.TOKEN_USAGE_BUCKETS,
+        )
+        self.duration = meter.create_histogram(
+            names.METRIC_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=names.DURATION_BUCKETS,
+        )
+        self.time_to_first_chunk = meter.create_histogram(
+            names.METRIC_TIME_TO_FIRST_CHUNK, unit="s",
+            description="Time to receive the first chunk of a streamed response.",
+            explicit_bucket_boundaries_advisory=names.DURATION_BUCKETS,
+        )
+        self.cost = meter.create_counter(names.METRIC_COST, unit="USD", description="Cost of GenAI calls.")
+        self.cost_saved = meter.create_counter(
+            names.METRIC_COST_SAVED, unit="USD", description="Cost that cache hits avoided."
+        )
+        self.unknown_price = meter.create_counter(
+            names.METRIC_UNKNOWN_PRICE_CALLS, unit="{call}", description="Calls whose model has no known price."
+        )
+        self.cache_read_tokens = meter.create_counter(
+            names.METRIC_CACHED_INPUT_TOKENS, unit="{token}", description="Input tokens read from the provider's prompt cache."
+        )
+        self.cache_write_tokens = meter.create_counter(
+            names.METRIC_CACHE_WRITE_TOKENS, unit="{token}", description="Input tokens written to the provider's prompt cache."
+        )
+        self.reasoning_tokens = meter.create_counter(
+            names.METRIC_REASONING_TOKENS, unit="{token}", description="Output tokens spent on reasoning."
+        )
+        self.listeners: list[CostListener] = []
+        self._warned_models: set[tuple[str, str]] = set()
+        self._warn_lock = threading.Lock()
+
+    def add_listener(self, listener: CostListener) -> None:
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: CostListener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+
+    def start(
+        self,
+        provider: str,
+        operation: str,
+        request_model: str,
+        request_attributes: Mapping[str, Any] | None = None,
+    ) -> Call:
+        """Open the span for one call and make it current, so spans the SDK makes become its children."""
+        attrs: dict[str, Any] = {
+            names.GEN_AI_OPERATION_NAME: operation,
+            names.GEN_AI_PROVIDER_NAME: provider,
+            names.GEN_AI_REQUEST_MODEL: request_model,
+        }
+        if request_attributes:
+            attrs.update(request_attributes)
+        who = attribution.current()
+        if who:
+            attrs.update(who)
+        span = self.tracer.start_span(f"{operation} {request_model}", kind=SpanKind.CLIENT, attributes=attrs)
+        return Call(self, span, provider, operation, request_model, who)
+
+    def warn_unknown_price(self, model: str, provider: str, error: UnknownPriceError) -> None:
+        key = (model, provider)
+        if key in self._warned_models:
+            return
+        with self._warn_lock:
+            if key in self._warned_models:
+                return
+            self._warned_models.add(key)
+        _log.warning("otel-llmcost: %s; these calls are counted in %s and marked %s=false",
+                     error, names.METRIC_UNKNOWN_PRICE_CALLS, names.LLMCOST_PRICE_KNOWN)
+
+
+class Call:
+    """One call in flight. Exactly one of finish() / fail() ends it; later calls are ignored."""
+
+    __slots__ = ("telemetry", "span", "provider", "operation", "request_model", "who", "started",
+                 "first_chunk_at", "ended", "_token", "cache_status", "saved", "extra")
+
+    def __init__(self, telemetry: Telemetry, span: Span, provider: str, operation: str, request_model: str,
+                 who: Mapping[str, str]) -> None:
+        self.telemetry = telemetry
+        self.span = span
+        self.provider = provider
+        self.operation = operation
+        self.request_model = request_model
+        self.who = who
+        self.started = time.perf_counter()
+        self.first_chunk_at: float | None = None
+        self.ended = False
+        self.cache_status: str | None = None
+        self.saved: Decimal | None = None
+        self.extra: dict[str, Any] = {}
+        self._token: object | None = None
+
+    # -- context ---------------------------------------------------------------------------------
+    def activate(self) -> None:
+        """Make the span current while the SDK runs (its own spans and HTTP spans nest under ours)."""
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def deactivate(self) -> None:
+        if self._token is not None:
+            token, self._token = self._token, None
+            try:
+                otel_context.detach(token)  # type: ignore[arg-type]
+            except Exception:  # a generator finished on another context; nothing to restore
+                _log.debug("otel-llmcost: context detach failed", exc_info=True)
+
+    # -- streaming -------------------------------------------------------------------------------
+    def chunk_received(self) -> None:
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.perf_counter()
+
+    # -- ending ----------------------------------------------------------------------------------
+    def _metric_attributes(self, response_model: str | None, error_type: str | None = None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            names.GEN_AI_OPERATION_NAME: self.operation,
+            names.GEN_AI_PROVIDER_NAME: self.provider,
+            names.GEN_AI_REQUEST_MODEL: self.request_model,
+        }
+        if response_model:
+            attrs[names.GEN_AI_RESPONSE_MODEL] = response_model
+        if error_type:
+            attrs[names.ERROR_TYPE] = error_type
+        who = self.who
+        if who:
+            for key in self.telemetry.metric_keys:
+                value = who.get(key)
+                if value is not None:
+                    attrs[key] = value
+        return attrs
+
+    def finish(
+        self,
+        usage: Usage | None,
+        response_model: str | None = None,
+        response_attributes: Mapping[str, Any] | None = None,
+        *,
+        batch: bool = False,
+        incomplete: bool = False,
+        estimated: bool = False,
+        unpriced: bool = False,
+        error_type: str | None = None,
+    ) -> CallResult | None:
+        """Price the call, set the span's usage and cost, record the metrics, end the span.
+
+        `unpriced`: the response could not be read, so the call has no usage; it is counted as a call
+        with an unknown price rather than passing as free.
+        """
+        if self.ended:
+            return None
+        self.ended = True
+        self.deactivate()
+        tel = self.telemetry
+        span = self.span
+        end = time.perf_counter()
+        model = response_model or self.request_model
+        span_attrs: dict[str, Any] = dict(response_attributes) if response_attributes else {}
+        if response_model:
+            span_attrs[names.GEN_AI_RESPONSE_MODEL] = response_model
+        if self.extra:
+            span_attrs.update(self.extra)
+        metric_attrs = self._metric_attributes(response_model, error_type)
+        cost: Cost | None = None
+        if usage is not None:
+            span_attrs[names.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            span_attrs[names.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+            if usage.cache_read_tokens:
+                span_attrs[names.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+            if usage.cache_write_tokens:
+                span_attrs[names.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+            if usage.reasoning_tokens:
+                span_attrs[names.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
+            try:
+                cost = tel.catalog.cost(usage, model, self.provider, batch=batch)
+            except UnknownPriceError as exc:
+                if model != self.request_model:
+                    try:  # a dated snapshot the catalog lacks: the requested alias may be priced
+                        cost = tel.catalog.cost(usage, self.request_model, self.provider, batch=batch)
+                    except UnknownPriceError:
+                        pass
+                if cost is None:
+                    tel.warn_unknown_price(model, self.provider, exc)
+            if cost is not None:
+                span_attrs[names.GEN_AI_USAGE_COST] = float(cost.total)
+                span_attrs[names.LLMCOST_PRICE_KNOWN] = True
+                span_attrs[names.LLMCOST_PRICE_SOURCE] = cost.source
+            else:
+                span_attrs[names.LLMCOST_PRICE_KNOWN] = False
+            if batch:
+                span_attrs[names.LLMCOST_BATCH] = True
+            if estimated:
+                span_attrs[names.LLMCOST_USAGE_ESTIMATED] = True
+        elif unpriced:
+            span_attrs[names.LLMCOST_PRICE_KNOWN] = False
+        if incomplete:
+            span_attrs[names.LLMCOST_STREAM_INCOMPLETE] = True
+        if self.cache_status is not None:
+            span_attrs[names.LLMCOST_CACHE_STATUS] = self.cache_status
+        if self.saved is not None:
+            span_attrs[names.LLMCOST_COST_SAVED] = float(self.saved)
+        if self.first_chunk_at is not None:
+            span_attrs[names.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = self.first_chunk_at - self.started
+        span.set_attributes(span_attrs)
+        span.end()
+
+        tel.duration.record(end - self.started, metric_attrs)
+        if self.first_chunk_at is not None:
+            tel.time_to_first_chunk.record(self.first_chunk_at - self.started, metric_attrs)
+        if self.saved:
+            tel.cost_saved.add(float(self.saved), metric_attrs)
+        if usage is not None:
+            tel.token_usage.record(usage.input_tokens, {**metric_attrs, names.GEN_AI_TOKEN_TYPE: "input"})
+            tel.token_usage.record(usage.output_tokens, {**metric_attrs, names.GEN_AI_TOKEN_TYPE: "output"})
+            if usage.cache_read_tokens:
+                tel.cache_read_tokens.add(usage.cache_read_tokens, metric_attrs)
+            if usage.cache_write_tokens:
+                tel.cache_write_tokens.add(usage.cache_write_tokens, metric_attrs)
+            if usage.reasoning_tokens:
+                tel.reasoning_tokens.add(usage.reasoning_tokens, metric_attrs)
+            if cost is not None:
+                tel.cost.add(float(cost.total), metric_attrs)
+            else:
+                tel.unknown_price.add(1, metric_attrs)
+        elif unpriced:
+            tel.unknown_price.add(1, metric_attrs)
+        result = CallResult(self.provider, self.operation, self.request_model, response_model,
+                            usage or Usage(), cost, {**metric_attrs, **self.who}, self.cache_status, self.saved)
+        for listener in tel.listeners:
+            try:
+                listener(result)
+            except Exception:
+                _log.exception("otel-llmcost: cost listener %r failed", listener)
+        return result
+
+    def fail(self, error: BaseException, usage: Usage | None = None, response_model: str | None = None) -> None:
+        """End the call as failed: `error.type` and ERROR status; tokens billed before the error count."""
+        if self.ended:
+            return
+        error_type = type(error).__qualname__
+        if usage is not None:
+            self.span.set_attribute(names.ERROR_TYPE, error_type)
+            self.span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+            self.finish(usage, response_model, incomplete=True, error_type=error_type)
+            return
+        self.ended = True
+        self.deactivate()
+        self.span.set_attribute(names.ERROR_TYPE, error_type)
+        self.span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+        self.span.end()
+        self.telemetry.duration.record(time.perf_counter() - self.started,
+                                       self._metric_attributes(response_model, error_type))
