@@ -34,6 +34,31 @@ _SCOPE_VERSION = "0.1.0"
 CostListener = Callable[["CallResult"], None]
 
 
+class _RecentCallSpans:
+    """Span ids of recent calls we traced, so that a GenAI span another tool made *inside* one of our
+    calls (the `anthropic` SDK traces itself) is known to be the same call and is not counted twice."""
+
+    def __init__(self, size: int = 65536) -> None:
+        self._ring: list[int] = [0] * size
+        self._set: set[int] = set()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def add(self, span_id: int) -> None:
+        with self._lock:
+            old = self._ring[self._next]
+            self._set.discard(old)
+            self._ring[self._next] = span_id
+            self._set.add(span_id)
+            self._next = (self._next + 1) % len(self._ring)
+
+    def __contains__(self, span_id: object) -> bool:
+        return span_id in self._set
+
+
+recent_call_spans = _RecentCallSpans()
+
+
 @dataclass(frozen=True, slots=True)
 class CallResult:
     """A finished, priced call as cost listeners see it."""
@@ -128,6 +153,8 @@ class Telemetry:
         if who:
             attrs.update(who)
         span = self.tracer.start_span(f"{operation} {request_model}", kind=SpanKind.CLIENT, attributes=attrs)
+        if span.is_recording():
+            recent_call_spans.add(span.get_span_context().span_id)
         return Call(self, span, provider, operation, request_model, who)
 
     def warn_unknown_price(self, model: str, provider: str, error: UnknownPriceError) -> None:

@@ -1,0 +1,126 @@
+"""`otel-llmcost`: run an app with cost telemetry, show a demo, look up prices.
+
+The commands only parse arguments and call into the parts that own the logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+
+def _cmd_prices(args: argparse.Namespace) -> int:
+    from .errors import PriceFileError
+    from .pricing import UnknownPriceError, load_catalog
+
+    try:
+        catalog = load_catalog(args.prices_file)
+        prices = catalog.prices(args.model, args.provider)
+    except (PriceFileError, UnknownPriceError) as exc:
+        print(f"otel-llmcost: {exc}", file=sys.stderr)
+        return 2
+
+    def show(value: object) -> str:
+        if value is None:
+            return "-"
+        tiers = getattr(value, "tiers", None)
+        if tiers:
+            steps = ", ".join(f"${t.price} above {t.start:,} input tokens" for t in tiers)
+            return f"${value.base} ({steps})"  # type: ignore[attr-defined]
+        return f"${value}"
+
+    print(f"model:              {prices.model}")
+    print(f"provider:           {prices.provider or '-'}")
+    print(f"source:             {prices.source}")
+    print("USD per million tokens:")
+    print(f"  input             {show(prices.input_mtok)}")
+    print(f"  cached input      {show(prices.cache_read_mtok)}")
+    print(f"  cache write (5m)  {show(prices.cache_write_mtok)}")
+    print(f"  cache write (1h)  {show(prices.cache_write_1h_mtok)}")
+    print(f"  output            {show(prices.output_mtok)}")
+    batch = f"x{prices.batch_multiplier}" if prices.batch_multiplier is not None else "-"
+    print(f"batch discount:     {batch}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .embedded import RUN_ID_ENV, otlp_configured
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("otel-llmcost run: give the program to run, e.g. `otel-llmcost run -- python app.py`",
+              file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if otlp_configured(env):
+        # A pipeline is configured: behave exactly like opentelemetry-instrument, which finds our
+        # instrumentors through their entry points.
+        runner = shutil.which("opentelemetry-instrument")
+        if runner is None:
+            print("otel-llmcost run: OTLP is configured but opentelemetry-instrument is missing; "
+                  "pip install 'otel-llmcost[otlp]'", file=sys.stderr)
+            return 2
+        os.execvpe(runner, [runner, *command], env)
+    bootstrap = str(Path(__file__).with_name("_bootstrap"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (bootstrap, env.get("PYTHONPATH", "")) if p)
+    env.setdefault(RUN_ID_ENV, uuid.uuid4().hex)
+    if args.store:
+        env["OTEL_LLMCOST_STORE"] = str(args.store)
+    executable = shutil.which(command[0]) or command[0]
+    try:
+        os.execvpe(executable, command, env)
+    except OSError as exc:
+        print(f"otel-llmcost run: cannot start {command[0]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+    return 0  # not reached
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(store=args.store, calls=args.calls)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-llmcost", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"otel-llmcost {__version__}")
+    sub = parser.add_subparsers(dest="command_name", required=True)
+
+    demo = sub.add_parser("demo", help="run a realistic workload on the real SDKs against a built-in "
+                                       "loopback server (no API key) and print what it cost")
+    demo.add_argument("--store", type=Path, default=None, help="SQLite store to keep (default: a temporary one)")
+    demo.add_argument("--calls", type=int, default=60, help="number of LLM calls in the workload")
+    demo.set_defaults(func=_cmd_demo)
+
+    run = sub.add_parser("run", help="run a program with every LLM SDK instrumented "
+                                     "(`otel-llmcost run -- python app.py`)")
+    run.add_argument("--store", type=Path, default=None, help="SQLite store (default ./llmcost.db)")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.set_defaults(func=_cmd_run)
+
+    prices = sub.add_parser("prices", help="print the prices that would be used for a model, and their source")
+    prices.add_argument("model")
+    prices.add_argument("--provider", default=None,
+                        help="gen_ai.provider.name or catalog id (openai, anthropic, gcp.gemini, ...)")
+    prices.add_argument("--prices-file", default=None, help="price file with overrides (default: "
+                                                          "$OTEL_LLMCOST_PRICES_FILE)")
+    prices.set_defaults(func=_cmd_prices)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
