@@ -77,8 +77,9 @@ def start(
     **instrument_kwargs: Any,
 ) -> EmbeddedSession:
     """Instrument every installed SDK, keep calls in the SQLite store, and sum them up at exit."""
-    import otel_llmcost
     from opentelemetry import metrics, trace
+
+    import otel_llmcost
 
     path = Path(store or os.environ.get(OTEL_LLMCOST_STORE) or DEFAULT_STORE)
     run = run_id or os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex

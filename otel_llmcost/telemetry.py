@@ -9,6 +9,7 @@ including the user ids that metrics leave out for cardinality.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,8 +23,8 @@ from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
-from . import names
 from . import context as attribution
+from . import names
 from .pricing import Cost, PriceCatalog, UnknownPriceError, Usage
 
 _log = logging.getLogger(__name__)
@@ -273,10 +274,9 @@ class Call:
                 cost = tel.catalog.cost(usage, model, self.provider, batch=batch)
             except UnknownPriceError as exc:
                 if model != self.request_model:
-                    try:  # a dated snapshot the catalog lacks: the requested alias may be priced
+                    # A dated snapshot the catalog lacks: the requested alias may be priced.
+                    with contextlib.suppress(UnknownPriceError):
                         cost = tel.catalog.cost(usage, self.request_model, self.provider, batch=batch)
-                    except UnknownPriceError:
-                        pass
                 if cost is None:
                     tel.warn_unknown_price(model, self.provider, exc)
             if cost is not None:

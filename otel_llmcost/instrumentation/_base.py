@@ -55,7 +55,7 @@ def build_telemetry(
     )
 
 
-class LLMCostInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class LLMCostInstrumentor(BaseInstrumentor):
     """Base of our instrumentors; subclasses list their patches in `_patches()`.
 
     `instrument()` accepts `tracer_provider`, `meter_provider`, `prices_file`, `capture_content`,

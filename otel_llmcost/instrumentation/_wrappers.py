@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import wrapt
 
+from ..names import GEN_AI_PROVIDER_NAME
 from ..pricing import Usage
 from ..telemetry import Call, Telemetry
 
@@ -55,7 +56,11 @@ class Endpoint(Protocol):
     operation: str
 
     def request(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        """(request model, span attributes known before the call)."""
+        """(request model, span attributes known before the call).
+
+        A `gen_ai.provider.name` among the attributes overrides `provider` for this call only: one SDK
+        class may serve two providers (google-genai's `Models` talks to Gemini or Vertex AI per client).
+        """
 
     def prepare(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Accumulator | None]:
         """The kwargs to call with (usually the same object) and, for a stream, its accumulator."""
@@ -84,7 +89,8 @@ def sync_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., An
             return wrapped(*args, **kwargs)
         try:
             model, request_attrs = endpoint.request(instance, args, kwargs)
-            call = telemetry.start(endpoint.provider, endpoint.operation, model, request_attrs)
+            provider = request_attrs.pop(GEN_AI_PROVIDER_NAME, None) or endpoint.provider
+            call = telemetry.start(provider, endpoint.operation, model, request_attrs)
             call_kwargs, accumulator = endpoint.prepare(kwargs)
             call.activate()
         except Exception:
@@ -111,7 +117,8 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
             return await wrapped(*args, **kwargs)
         try:
             model, request_attrs = endpoint.request(instance, args, kwargs)
-            call = telemetry.start(endpoint.provider, endpoint.operation, model, request_attrs)
+            provider = request_attrs.pop(GEN_AI_PROVIDER_NAME, None) or endpoint.provider
+            call = telemetry.start(provider, endpoint.operation, model, request_attrs)
             call_kwargs, accumulator = endpoint.prepare(kwargs)
             call.activate()
         except Exception:
@@ -163,7 +170,7 @@ def finish(call: Call, outcome: Outcome | None, *, incomplete: bool = False) -> 
                 incomplete=incomplete, estimated=outcome.estimated)
 
 
-class _StreamProxyBase(wrapt.ObjectProxy):  # type: ignore[misc]
+class _StreamProxyBase(wrapt.ObjectProxy):
     def __init__(self, wrapped: Any, call: Call, accumulator: Accumulator) -> None:
         super().__init__(wrapped)
         self._self_call = call
@@ -271,6 +278,11 @@ class AsyncStreamProxy(_StreamProxyBase):
             return await self.__wrapped__.__aexit__(*exc_info)
         finally:
             self._self_end()
+
+
+def estimate_tokens(characters: int) -> int:
+    """~4 characters a token for English text: a documented estimate, marked as such on the span."""
+    return max(1, (characters + 3) // 4) if characters else 0
 
 
 def request_attributes(kwargs: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:

@@ -94,12 +94,12 @@ def _rate(price: Any, total_input: int) -> Decimal | None:
         return None
     tiers = getattr(price, "tiers", None)
     if tiers is None:
-        return price  # type: ignore[no-any-return]
+        return price
     rate = price.base
     for tier in reversed(tiers):
         if total_input > tier.start:
-            return tier.price  # type: ignore[no-any-return]
-    return rate  # type: ignore[no-any-return]
+            return tier.price
+    return rate
 
 
 def compute(prices: ModelPrices, usage: Usage, batch: bool = False) -> Cost:
