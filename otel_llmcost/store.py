@@ -179,7 +179,8 @@ def format_summary(rows: list[ModelSummary]) -> str:
     body = [
         (r.provider, r.model, str(r.calls), f"{r.input_tokens:,}",
          f"{(r.cached_tokens / r.input_tokens if r.input_tokens else 0):.0%}", f"{r.output_tokens:,}",
-         f"{r.cost_usd:.6f}", str(r.unpriced_calls) if r.unpriced_calls else "")
+         "unknown" if r.unpriced_calls == r.calls else f"{r.cost_usd:.6f}",
+         str(r.unpriced_calls) if r.unpriced_calls else "")
         for r in rows
     ]
     total_cost = sum(r.cost_usd for r in rows)
