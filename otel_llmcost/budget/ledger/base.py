@@ -1,0 +1,124 @@
+"""What every ledger offers: spend per (budget, scope key, window bucket), reservations, fired alerts.
+
+The engine calls a handful of primitives; each backend makes each one atomic on its own (a lock, an
+SQLite write transaction, a Redis Lua script), so callers in many threads, processes or replicas
+cannot together spend past a limit:
+
+* `record(key, window, amount)`: spend seen without a reservation (from metrics); returns the window's
+  committed spend afterwards.
+* `reserve(key, window, amount, limit, ttl=...)`: hold `amount` for a call about to be made, unless
+  committed spend + live reservations + amount would exceed `limit` (or already reach it): then a
+  `Refusal`, and nothing is held.
+* `settle(reservation, actual)`: drop the hold and commit the actual cost; works after the hold has
+  expired too (the call happened, its cost counts).
+* Reservations never settled (a crashed caller) expire after their TTL and stop counting.
+* `mark_alert(key, alert_id, level)`: True the first time only, so an alert fires once per window even
+  across restarts and replicas.
+
+Money crosses this interface as Decimal USD and is stored as integer nano-dollars.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from ..windows import Window
+
+
+@dataclass(frozen=True)
+class BudgetKey:
+    """One budget instance: the budget's name and the scope key (``global``, ``user=alice``)."""
+
+    budget: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Money held for a call in flight, until `settle` or `expires_at` (Unix seconds)."""
+
+    id: str
+    key: BudgetKey
+    window: Window
+    amount: Decimal
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A reservation that did not fit: what was committed and held when it was asked for."""
+
+    key: BudgetKey
+    window: Window
+    spent: Decimal
+    reserved: Decimal
+    requested: Decimal
+    limit: Decimal
+
+
+@dataclass(frozen=True)
+class Spend:
+    """A window's committed spend and the live (unexpired) reservations on it."""
+
+    spent: Decimal
+    reserved: Decimal
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """The storage primitives of the budget engine (see the module doc)."""
+
+    uri: str
+
+    def record(self, key: BudgetKey, window: Window, amount: Decimal, *, now: float | None = None) -> Decimal:
+        """Add `amount` to the window's current bucket; return the window's committed spend."""
+        ...
+
+    def reserve(
+        self,
+        key: BudgetKey,
+        window: Window,
+        amount: Decimal,
+        limit: Decimal,
+        *,
+        ttl: float,
+        now: float | None = None,
+    ) -> Reservation | Refusal:
+        """Hold `amount` if spent + reserved + amount ≤ limit (and spent + reserved < limit)."""
+        ...
+
+    def settle(self, reservation: Reservation, actual: Decimal, *, now: float | None = None) -> Decimal:
+        """Replace the hold by the actual cost; return the reservation window's committed spend."""
+        ...
+
+    def spend(self, key: BudgetKey, window: Window, *, now: float | None = None) -> Spend:
+        """Committed spend and live reservations of the window."""
+        ...
+
+    def scopes(self, budget: str, window: Window) -> list[str]:
+        """Scope keys of `budget` with anything written in the window."""
+        ...
+
+    def mark_alert(self, key: BudgetKey, alert_id: str, level: str, *, keep_until: datetime) -> bool:
+        """Remember that the alert fired; True only for the first caller."""
+        ...
+
+    def close(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
+
+def now_or(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def check_amount(amount: Decimal, what: str = "amount") -> Decimal:
+    if not isinstance(amount, Decimal):
+        amount = Decimal(str(amount))
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"{what} must be a finite, non-negative number of USD, not {amount}")
+    return amount

@@ -1,0 +1,67 @@
+"""A persistent ledger across restarts: spend kept, alerts not repeated, crashed holds expire."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from otel_llmcost.budget import Budget, BudgetEngine, BudgetExceededError, Level, Scope
+
+from .helpers import FakeClock, ListSink
+
+D = Decimal
+BUDGETS = [Budget("monthly", D("1.00")), Budget("per-user", D("0.50"), scope=Scope(by=("user",)))]
+ALICE = {"llmcost.user.id": "alice"}
+
+
+def test_sqlite_restart_keeps_spend_and_fires_no_alert_twice(tmp_path: Path) -> None:
+    """After a restart on the same SQLite file no spend is lost and no alert of the window fires again."""
+    uri = f"sqlite:///{tmp_path}/ledger.db"
+    clock = FakeClock(datetime(2026, 11, 10, tzinfo=timezone.utc))
+    first_sink = ListSink()
+    first = BudgetEngine(BUDGETS, uri, [first_sink], clock=clock)
+    for _ in range(75):
+        first.record_cost(D("0.01"), ALICE)
+    assert sorted((a.budget, a.level) for a in first_sink.alerts) == [
+        ("monthly", "forecast"),
+        ("monthly", "warn"),
+        ("per-user", "forecast"),
+        ("per-user", "stop"),
+        ("per-user", "throttle"),
+        ("per-user", "warn"),
+    ]
+    first.close()
+
+    second_sink = ListSink()
+    second = BudgetEngine(BUDGETS, uri, [second_sink], clock=clock)
+    assert {(s.budget, s.scope_key): s.spend for s in second.state()} == {
+        ("monthly", "global"): D("0.75"),
+        ("per-user", "user=alice"): D("0.75"),
+    }
+    assert second.level(ALICE) is Level.STOP
+    second.record_cost(D("0.05"), ALICE)  # 0.80: still warn for monthly, nothing new
+    assert second_sink.alerts == []
+    second.record_cost(D("0.05"), ALICE)  # 0.85: monthly crosses throttle, once
+    assert [(a.budget, a.level) for a in second_sink.alerts] == [("monthly", "throttle")]
+    second.close()
+
+
+def test_holds_of_a_crashed_process_expire_after_their_ttl(tmp_path: Path) -> None:
+    """A reservation never settled (the process died) blocks room only until its TTL passes, across restarts."""
+    uri = f"sqlite:///{tmp_path}/ledger.db"
+    clock = FakeClock(datetime(2026, 11, 10, tzinfo=timezone.utc))
+    crashed = BudgetEngine(BUDGETS[:1], uri, sinks=[], clock=clock)
+    crashed.reserve(D("0.90"), {})  # and never settled
+    crashed.ledger.close()
+
+    restarted = BudgetEngine(BUDGETS[:1], uri, sinks=[], clock=clock)
+    try:
+        restarted.reserve(D("0.10"), {})
+        raise AssertionError("the crashed hold should still count")
+    except BudgetExceededError as error:
+        assert error.reserved == D("0.9")
+    clock.advance(minutes=10, seconds=1)  # the default reservation TTL is 10 minutes
+    ticket = restarted.reserve(D("0.10"), {})
+    restarted.settle(ticket, D("0.08"))
+    assert restarted.state()[0].spend == D("0.08") and restarted.state()[0].reserved == 0
