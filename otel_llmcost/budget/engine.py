@@ -121,6 +121,12 @@ class EngineStats:
     refusals: int = 0
     alerts_sent: int = 0
     sink_errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str) -> None:
+        """Add one to a counter (safe from any thread)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
 
 
 class BudgetEngine:
@@ -210,7 +216,7 @@ class BudgetEngine:
             when = _aware(at) if at is not None else now
             matches = self._matches(attributes, when)
         except Exception:
-            self.stats.errors += 1
+            self.stats.count("errors")
             _log.exception("budget engine: cost event dropped")
             return
         for match in matches:
@@ -218,7 +224,7 @@ class BudgetEngine:
                 spent = self.ledger.record(match.key, match.window, amount, now=now.timestamp())
                 self._after_spend(match, spent, when)
             except Exception:
-                self.stats.errors += 1
+                self.stats.count("errors")
                 _log.exception("budget engine: recording %s for %s failed", amount, match.key)
 
     def reserve(self, estimate: Decimal, attributes: Mapping[str, str]) -> Ticket:
@@ -244,12 +250,12 @@ class BudgetEngine:
                     now=now.timestamp(),
                 )
             except Exception:
-                self.stats.errors += 1
+                self.stats.count("errors")
                 _log.exception("budget engine: reserving on %s failed; the call goes ahead", match.key)
                 ticket.holds.append(_Hold(match, None))
                 continue
             if isinstance(result, Refusal):
-                self.stats.refusals += 1
+                self.stats.count("refusals")
                 self._release(ticket, now)
                 raise BudgetExceededError(
                     budget=match.key.budget,
@@ -273,7 +279,7 @@ class BudgetEngine:
             ticket.settled = True
         amount = parse_decimal(actual)
         if amount is None or amount < 0:
-            self.stats.errors += 1
+            self.stats.count("errors")
             _log.error("budget engine: actual cost %r is not a non-negative number; counted as 0", actual)
             amount = Decimal(0)
         now = self._now()
@@ -285,7 +291,7 @@ class BudgetEngine:
                     spent = self.ledger.record(hold.match.key, hold.match.window, amount, now=now.timestamp())
                 self._after_spend(hold.match, spent, now)
             except Exception:
-                self.stats.errors += 1
+                self.stats.count("errors")
                 _log.exception("budget engine: settling on %s failed", hold.match.key)
 
     def release(self, ticket: Ticket) -> None:
@@ -298,7 +304,7 @@ class BudgetEngine:
                 try:
                     self.ledger.settle(hold.reservation, Decimal(0), now=now.timestamp())
                 except Exception:
-                    self.stats.errors += 1
+                    self.stats.count("errors")
                     _log.exception("budget engine: releasing a hold on %s failed", hold.match.key)
         ticket.holds.clear()
         ticket.settled = True
@@ -362,12 +368,12 @@ class BudgetEngine:
             forecast=projected,
             at=at,
         )
-        self.stats.alerts_sent += 1
+        self.stats.count("alerts_sent")
         for sink in self.sinks:
             try:
                 sink.send(alert)
             except Exception:
-                self.stats.sink_errors += 1
+                self.stats.count("sink_errors")
                 _log.exception("budget engine: alert sink %r failed", sink)
 
     # -- state --
@@ -396,7 +402,7 @@ class BudgetEngine:
         try:
             statuses = self.status(attributes)
         except Exception:
-            self.stats.errors += 1
+            self.stats.count("errors")
             _log.exception("budget engine: reading budget state failed; treating as ok")
             return None, None
         if not statuses:
@@ -443,7 +449,7 @@ class BudgetEngine:
                         self._status(_Match(budget, BudgetKey(budget.name, scope_key), window), now)
                     )
             except Exception:
-                self.stats.errors += 1
+                self.stats.count("errors")
                 _log.exception("budget engine: reading the state of budget %r failed", budget.name)
         return result
 

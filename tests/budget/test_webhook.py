@@ -36,13 +36,13 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                with receiver.got:  # kept before answering, so a flushed sink implies a recorded request
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.requests.append((self.headers, body))
+                    receiver.got.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                with receiver.got:
-                    receiver.requests.append((self.headers, body))
-                    receiver.got.notify_all()
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -28,6 +28,9 @@ from typing import Protocol, runtime_checkable
 
 from ..windows import Window
 
+DEFAULT_TTL = 600.0
+"""Seconds a reservation lasts when the caller names no TTL (the engine passes its own)."""
+
 
 @dataclass(frozen=True)
 class BudgetKey:
@@ -85,7 +88,7 @@ class Ledger(Protocol):
         amount: Decimal,
         limit: Decimal,
         *,
-        ttl: float,
+        ttl: float = DEFAULT_TTL,
         now: float | None = None,
     ) -> Reservation | Refusal:
         """Hold `amount` if spent + reserved + amount ≤ limit (and spent + reserved < limit)."""

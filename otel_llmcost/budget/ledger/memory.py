@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from .._money import from_units, to_units
 from ..windows import Window
-from .base import BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
+from .base import DEFAULT_TTL, BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
 
 _Bucket = tuple[str, str, str]  # budget, scope, bucket id
 _PRUNE_EVERY = 4096
@@ -82,7 +82,7 @@ class MemoryLedger:
         amount: Decimal,
         limit: Decimal,
         *,
-        ttl: float,
+        ttl: float = DEFAULT_TTL,
         now: float | None = None,
     ) -> Reservation | Refusal:
         units, cap, at = to_units(check_amount(amount)), to_units(limit), now_or(now)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._money import from_units, to_units
 from ..windows import Window
-from .base import BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
+from .base import DEFAULT_TTL, BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
 
 _SCRIPTS = ("record", "reserve", "settle", "spend")
 
@@ -89,7 +89,7 @@ class RedisLedger:
         amount: Decimal,
         limit: Decimal,
         *,
-        ttl: float,
+        ttl: float = DEFAULT_TTL,
         now: float | None = None,
     ) -> Reservation | Refusal:
         units, cap, at = to_units(check_amount(amount)), to_units(limit), now_or(now)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .._money import from_units, to_units
 from ..windows import Window
-from .base import BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
+from .base import DEFAULT_TTL, BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget_spend (
@@ -154,7 +154,7 @@ class SQLiteLedger:
         amount: Decimal,
         limit: Decimal,
         *,
-        ttl: float,
+        ttl: float = DEFAULT_TTL,
         now: float | None = None,
     ) -> Reservation | Refusal:
         units, cap, at = to_units(check_amount(amount)), to_units(limit), now_or(now)
