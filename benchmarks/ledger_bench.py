@@ -11,6 +11,7 @@ persistence) and stops. Prints a markdown table. Each case runs for a bounded ti
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -126,6 +127,9 @@ def main() -> None:
             ),
             ("redis (loopback, Lua)", lambda: RedisLedger.from_url(redis_url, prefix="bench")),
         ]
+        ping_client = RedisLedger.from_url(redis_url)._client
+        ping = rate(ping_client.ping, args.seconds, args.max_ops)
+        ping_client.close()
         for name, make in backends:
             for window_name in ("month", "rolling 24h"):
                 ledger = make()
@@ -138,6 +142,8 @@ def main() -> None:
                     f"# {name} / {window_name}: {records:,.0f} record/s, {pairs:,.0f} reserve+settle/s",
                     file=sys.stderr,
                 )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f} at the end; redis PING floor {ping:,.0f}/s\n")
     print("| ledger | window | record/s | µs per record | reserve+settle/s | µs per reserve+settle |")
     print("|---|---|---:|---:|---:|---:|")
     for name, window_name, records, pairs in rows:

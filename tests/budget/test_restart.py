@@ -65,3 +65,43 @@ def test_holds_of_a_crashed_process_expire_after_their_ttl(tmp_path: Path) -> No
     ticket = restarted.reserve(D("0.10"), {})
     restarted.settle(ticket, D("0.08"))
     assert restarted.state()[0].spend == D("0.08") and restarted.state()[0].reserved == 0
+
+
+def test_replicas_sharing_redis_share_spend_and_fire_each_alert_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Two engines on one Redis ledger see one spend total, and a level crossed fires one alert in all."""
+    from otel_llmcost.budget.ledger.redis import RedisLedger
+
+    clock = FakeClock(datetime(2030, 11, 10, tzinfo=timezone.utc))
+    sinks = [ListSink(), ListSink()]
+    replicas = [
+        BudgetEngine(BUDGETS[:1], RedisLedger.from_url(redis_url, prefix=redis_prefix), [sink], clock=clock)
+        for sink in sinks
+    ]
+    for step in range(90):
+        replicas[step % 2].record_cost(D("0.01"), ALICE)
+    assert [s.state()[0].spend for s in replicas] == [D("0.9"), D("0.9")]
+    fired = sorted(a.level for sink in sinks for a in sink.alerts if a.level != "forecast")
+    assert fired == ["throttle", "warn"]
+
+
+def test_budget_exceeded_error_survives_pickling() -> None:
+    """BudgetExceededError crosses process boundaries (multiprocessing, log handlers) intact."""
+    import pickle
+
+    error = BudgetExceededError(
+        budget="b",
+        scope_key="user=a",
+        spend=D("1"),
+        limit=D("0.95"),
+        reset_at=datetime(2030, 1, 1, tzinfo=timezone.utc),
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.budget, copy.scope_key, copy.spend, copy.limit, str(copy)) == (
+        "b",
+        "user=a",
+        D("1"),
+        D("0.95"),
+        str(error),
+    )
