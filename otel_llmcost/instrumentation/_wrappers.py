@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import wrapt
 
-from ..names import GEN_AI_PROVIDER_NAME
+from ..names import GEN_AI_PROVIDER_NAME, LLMCOST_USAGE_ESTIMATED
 from ..pricing import Usage
 from ..telemetry import Call, Telemetry
 
@@ -192,7 +192,13 @@ class _StreamProxyBase(wrapt.ObjectProxy):
             accumulator = self._self_accumulator
             outcome = accumulator.outcome()
             if error is not None:
-                call.fail(error, outcome.usage if outcome else None, outcome.model if outcome else None)
+                usage = outcome.usage if outcome else None
+                if usage is not None and isinstance(call, Call):
+                    # A failed stream keeps what its chunks said, and says when its tokens are estimated.
+                    call.extra.update(outcome.attributes)
+                    if outcome.estimated:
+                        call.extra[LLMCOST_USAGE_ESTIMATED] = True
+                call.fail(error, usage, outcome.model if outcome else None)
             else:
                 finish(call, outcome, incomplete=not accumulator.complete)
         except Exception:
