@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import otel_llmcost
 from otel_llmcost.telemetry import Telemetry
+from otel_llmcost.testing.llm_server import LoopbackLLMServer
 
 
 @pytest.fixture
@@ -63,3 +64,17 @@ def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
 def llmcost_spans(exporter: InMemorySpanExporter) -> list[Any]:
     """Spans our instrumentation made (the SDKs' own spans left out)."""
     return [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == "otel_llmcost"]
+
+
+@pytest.fixture(scope="session")
+def _llm_server_session() -> Iterator[LoopbackLLMServer]:
+    """One loopback OpenAI/Anthropic/Gemini server for the whole run (starting one per test costs time)."""
+    with LoopbackLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def llm_server(_llm_server_session: LoopbackLLMServer) -> LoopbackLLMServer:
+    """The shared loopback server, with scripts, recorded requests and prompt caches cleared for this test."""
+    _llm_server_session.reset()
+    return _llm_server_session
