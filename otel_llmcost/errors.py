@@ -13,3 +13,11 @@ class PriceFileError(LLMCostError, ValueError):
 
 class UsageError(LLMCostError, ValueError):
     """Token counts that cannot be priced (negative, not a number); never priced as zero."""
+
+
+class CallRefused(LLMCostError):
+    """A cost control refused an LLM call on purpose (budget stop, rate limit).
+
+    The only kind of exception our instrumentation raises into an app, and only where the app turned
+    that control on; every other failure of ours is logged and the call goes ahead.
+    """

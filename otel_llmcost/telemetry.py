@@ -10,13 +10,14 @@ including the user ids that metrics leave out for cardinality.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -33,6 +34,15 @@ SCOPE = "otel_llmcost"
 _SCOPE_VERSION = "0.1.0"
 
 CostListener = Callable[["CallResult"], None]
+
+
+class Guard(Protocol):
+    """A cost control in the call path (budget breaker, cost guard), run before the provider is called."""
+
+    def before(self, call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Return the keyword arguments to call the SDK with (a cheaper model, say), or raise a
+        `CallRefused` to refuse the call. Work that must happen when the call ends goes in
+        `call.on_end`."""
 
 
 class _RecentCallSpans:
@@ -74,6 +84,8 @@ class CallResult:
     """Attribution (user, tenant, tier, feature) and GenAI names, as on the span."""
     cache_status: str | None = None
     saved: Decimal | None = None
+    settled: bool = False
+    """True when a guard already put this call's cost in the budget ledger (reserve, then settle)."""
 
 
 class Telemetry:
@@ -125,6 +137,7 @@ class Telemetry:
             names.METRIC_REASONING_TOKENS, unit="{token}", description="Output tokens spent on reasoning."
         )
         self.listeners: list[CostListener] = []
+        self.guard: Guard | None = None
         self._warned_models: set[tuple[str, str]] = set()
         self._warn_lock = threading.Lock()
 
@@ -174,7 +187,7 @@ class Call:
     """One call in flight. Exactly one of finish() / fail() ends it; later calls are ignored."""
 
     __slots__ = ("telemetry", "span", "provider", "operation", "request_model", "who", "started",
-                 "first_chunk_at", "ended", "_token", "cache_status", "saved", "extra")
+                 "first_chunk_at", "ended", "_token", "cache_status", "saved", "extra", "_on_end", "settled")
 
     def __init__(self, telemetry: Telemetry, span: Span, provider: str, operation: str, request_model: str,
                  who: Mapping[str, str]) -> None:
@@ -191,6 +204,29 @@ class Call:
         self.saved: Decimal | None = None
         self.extra: dict[str, Any] = {}
         self._token: object | None = None
+        self._on_end: list[Callable[[CallResult | None, BaseException | None], None]] = []
+        self.settled = False
+
+    def on_end(self, callback: Callable[[CallResult | None, BaseException | None], None]) -> None:
+        """Run `callback(result, error)` once when the call ends (a guard settles its reservations here).
+
+        For a stream that is when the stream ends, not when `create` returns.
+        """
+        self._on_end.append(callback)
+
+    def _ended(self, result: CallResult | None, error: BaseException | None) -> None:
+        for callback in self._on_end:
+            try:
+                callback(result, error)
+            except Exception:
+                _log.exception("otel-llmcost: an end-of-call callback failed")
+
+    def reroute(self, model: str, from_model: str) -> None:
+        """The call goes to `model` instead of `from_model` (budget throttle, routing): say so on the span."""
+        self.request_model = model
+        self.span.update_name(f"{self.operation} {model}")
+        self.span.set_attribute(names.GEN_AI_REQUEST_MODEL, model)
+        self.span.set_attribute(names.LLMCOST_ROUTE_FROM_MODEL, from_model)
 
     # -- context ---------------------------------------------------------------------------------
     def activate(self) -> None:
@@ -324,6 +360,10 @@ class Call:
             tel.unknown_price.add(1, metric_attrs)
         result = CallResult(self.provider, self.operation, self.request_model, response_model,
                             usage or Usage(), cost, {**metric_attrs, **self.who}, self.cache_status, self.saved)
+        if self._on_end:
+            self._ended(result, None)
+            if self.settled:
+                result = dataclasses.replace(result, settled=True)
         for listener in tel.listeners:
             try:
                 listener(result)
@@ -348,3 +388,5 @@ class Call:
         self.span.end()
         self.telemetry.duration.record(time.perf_counter() - self.started,
                                        self._metric_attributes(response_model, error_type))
+        if self._on_end:
+            self._ended(None, error)

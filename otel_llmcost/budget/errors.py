@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from ..errors import LLMCostError
+from ..errors import CallRefused, LLMCostError
 from ._money import usd
 
 
@@ -32,7 +32,7 @@ class ConfigError(LLMCostError, ValueError):
         super().__init__(f"{where}{prefix}{message}")
 
 
-class BudgetExceededError(LLMCostError):
+class BudgetExceededError(CallRefused):
     """A reservation was refused: the budget's stop limit leaves no room for this call.
 
     Raised by `BudgetEngine.reserve`; the caller decides what to do (serve from cache, refuse the

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import wrapt
 
+from ..errors import CallRefused
 from ..names import GEN_AI_PROVIDER_NAME, LLMCOST_USAGE_ESTIMATED
 from ..pricing import Usage
 from ..telemetry import Call, Telemetry
@@ -47,6 +48,21 @@ class Accumulator(Protocol):
 
     @property
     def complete(self) -> bool: ...
+
+
+class StreamCall(Protocol):
+    """What a stream proxy ends: a `Call`, or a stand-in that ends several calls as one stream ends
+    (the Anthropic batch results reader prices one call per model it reads)."""
+
+    ended: bool
+
+    def chunk_received(self) -> None: ...
+
+    def finish(self, usage: Usage | None, response_model: str | None = None,
+               response_attributes: Mapping[str, Any] | None = None, *, batch: bool = False,
+               incomplete: bool = False, estimated: bool = False, unpriced: bool = False) -> Any: ...
+
+    def fail(self, error: BaseException, usage: Usage | None = None, response_model: str | None = None) -> None: ...
 
 
 class Endpoint(Protocol):
@@ -96,6 +112,8 @@ def sync_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., An
         except Exception:
             _debug("starting the span")
             return wrapped(*args, **kwargs)
+        if telemetry.guard is not None:
+            call_kwargs = _guard(telemetry, call, call_kwargs)
         flag = _IN_CALL.set(True)
         try:
             result = wrapped(*args, **call_kwargs)
@@ -124,6 +142,8 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
         except Exception:
             _debug("starting the span")
             return await wrapped(*args, **kwargs)
+        if telemetry.guard is not None:
+            call_kwargs = _guard(telemetry, call, call_kwargs)
         flag = _IN_CALL.set(True)
         try:
             result = await wrapped(*args, **call_kwargs)
@@ -135,6 +155,18 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
         return _handle(call, endpoint, result, call_kwargs, accumulator, asynchronous=True)
 
     return wrapper
+
+
+def _guard(telemetry: Telemetry, call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run the guard: a deliberate refusal reaches the app; a failure of the guard itself does not."""
+    try:
+        return telemetry.guard.before(call, kwargs) if telemetry.guard is not None else kwargs
+    except CallRefused as refusal:
+        _fail(call, refusal)
+        raise
+    except Exception:
+        _debug("the cost guard")
+        return kwargs
 
 
 def _fail(call: Call, exc: BaseException) -> None:
@@ -162,7 +194,7 @@ def _handle(call: Call, endpoint: Endpoint, result: Any, kwargs: dict[str, Any],
     return result
 
 
-def finish(call: Call, outcome: Outcome | None, *, incomplete: bool = False) -> None:
+def finish(call: StreamCall, outcome: Outcome | None, *, incomplete: bool = False) -> None:
     if outcome is None:
         call.finish(None, unpriced=True, incomplete=incomplete)
         return
@@ -171,7 +203,7 @@ def finish(call: Call, outcome: Outcome | None, *, incomplete: bool = False) -> 
 
 
 class _StreamProxyBase(wrapt.ObjectProxy):
-    def __init__(self, wrapped: Any, call: Call, accumulator: Accumulator) -> None:
+    def __init__(self, wrapped: Any, call: StreamCall, accumulator: Accumulator) -> None:
         super().__init__(wrapped)
         self._self_call = call
         self._self_accumulator = accumulator
