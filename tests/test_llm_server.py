@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import math
+import socket
 
 import anthropic
 import httpx2
@@ -79,6 +80,24 @@ def test_addresses_and_lifecycle():
         assert server.openai_base_url == server.url + "/v1"
         assert server.anthropic_base_url == server.google_base_url == server.url
     server.stop()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_loopback():
+    """host='::1' serves on the IPv6 loopback and the URL brackets the address."""
+    with LoopbackLLMServer(host="::1") as server:
+        client = openai.OpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0)
+        assert server.url.startswith("http://[::1]:")
+        assert client.chat.completions.create(model="gpt-4o", messages=MSGS).usage.total_tokens > 0
 
 
 def test_keep_alive_and_headers_on_raw_http(llm_server):
@@ -332,6 +351,13 @@ async def test_openai_responses_async_with_scripted_usage(aoai, llm_server):
     assert events[-1].type == "response.completed"
 
 
+def test_openai_responses_prompt_caching(oai):
+    """The Responses API reports input_tokens_details.cached_tokens for a repeated long prefix."""
+    oai.responses.create(model="gpt-4o", instructions=LONG_SYSTEM, input=QUESTION)
+    again = oai.responses.create(model="gpt-4o", instructions=LONG_SYSTEM, input="Hours?")
+    assert again.usage.input_tokens_details.cached_tokens >= 1024
+
+
 def test_openai_responses_max_output_tokens_incomplete(oai):
     """max_output_tokens caps the output and marks the response incomplete."""
     response = oai.responses.create(model="gpt-4o", input=QUESTION, max_output_tokens=16)
@@ -529,6 +555,19 @@ def test_anthropic_cache_on_message_blocks(claude):
     usage = claude.messages.create(model=CLAUDE, max_tokens=20, messages=turn2).usage
     assert usage.cache_read_input_tokens == tokens(LONG_SYSTEM)
     assert usage.cache_creation_input_tokens == tokens(LONG_SYSTEM + "Noted." + "Hours? " * 20) - tokens(LONG_SYSTEM)
+
+
+def test_anthropic_automatic_caching(claude):
+    """Top-level cache_control puts the breakpoint on the last block: the next turn reads the whole prefix."""
+    messages = [{"role": "user", "content": LONG_SYSTEM}]
+    first = claude.messages.create(model=CLAUDE, max_tokens=20, messages=messages,
+                                   cache_control={"type": "ephemeral"})
+    assert first.usage.cache_creation_input_tokens == tokens(LONG_SYSTEM)
+    longer = [*messages, {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "Hours?"}]
+    second = claude.messages.create(model=CLAUDE, max_tokens=20, messages=longer,
+                                    cache_control={"type": "ephemeral"})
+    assert second.usage.cache_read_input_tokens == tokens(LONG_SYSTEM)
+    assert second.usage.cache_creation_input_tokens == tokens(LONG_SYSTEM + "Noted.Hours?") - tokens(LONG_SYSTEM)
 
 
 def test_anthropic_count_tokens(claude):

@@ -19,6 +19,17 @@ a reply text derived from the last user message, output capped by the request's 
 request's model echoed back, and prompt caching billed the way each provider bills it. `script()`
 queues replies that override usage, text, model or status, add a delay, or cut a stream mid-way.
 
+Endpoints (JSON, and SSE where the API streams):
+
+* OpenAI: POST /v1/chat/completions, /v1/responses, /v1/embeddings (float or base64 — the SDK asks for
+  base64 by default), /v1/files, /v1/batches; GET /v1/files/{id}, /v1/files/{id}/content, /v1/batches/{id}.
+* Anthropic: POST /v1/messages, /v1/messages/count_tokens, /v1/messages/batches; GET
+  /v1/messages/batches/{id} and its /results (JSONL). Batches end at once: created "in_progress",
+  retrieved "ended".
+* Gemini Developer API, under /v1, /v1beta or /v1alpha (google-genai 3.x uses /v1 by default):
+  models/{model}:generateContent, :streamGenerateContent (?alt=sse), :batchEmbedContents (what
+  `embed_content` calls), :embedContent, :countTokens; POST cachedContents.
+
 Only the standard library is used, so the module can ship in the package and run anywhere.
 """
 
@@ -943,6 +954,8 @@ class _Server(ThreadingHTTPServer):
         self.owner = owner
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:
