@@ -93,5 +93,8 @@ def instrument(
 
 def uninstrument() -> None:
     """Restore every SDK method `instrument()` wrapped."""
+    from .telemetry import set_current_telemetry
+
     while _active:
         _active.pop().uninstrument()
+    set_current_telemetry(None)

@@ -88,6 +88,19 @@ class CallResult:
     """True when a guard already put this call's cost in the budget ledger (reserve, then settle)."""
 
 
+_current: Telemetry | None = None
+
+
+def current_telemetry() -> Telemetry | None:
+    """The telemetry the instrumentors use now (the last one `instrument()` built), if any."""
+    return _current
+
+
+def set_current_telemetry(telemetry: Telemetry | None) -> None:
+    global _current
+    _current = telemetry
+
+
 class Telemetry:
     """The tracer, the instruments and the price catalog that every instrumented call shares."""
 

@@ -18,7 +18,7 @@ from ..environment_variables import (
     env_bool,
 )
 from ..pricing import PriceCatalog, load_catalog
-from ..telemetry import Telemetry
+from ..telemetry import Telemetry, current_telemetry, set_current_telemetry
 from ._wrappers import Instrumentation
 
 _log = logging.getLogger("otel_llmcost.instrumentation")
@@ -33,6 +33,10 @@ class Patch:
     wrapper: Callable[..., Any]
 
 
+_CONFIG_KEYS = ("tracer_provider", "meter_provider", "catalog", "prices_file", "capture_content",
+                "metrics_include_user")
+
+
 def build_telemetry(
     *,
     tracer_provider: Any = None,
@@ -44,7 +48,7 @@ def build_telemetry(
     **_: Any,
 ) -> Telemetry:
     """Telemetry from arguments, falling back to the environment; arguments win."""
-    return Telemetry(
+    telemetry = Telemetry(
         catalog=catalog or load_catalog(prices_file),
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -53,6 +57,8 @@ def build_telemetry(
         metrics_include_user=env_bool(OTEL_LLMCOST_METRICS_INCLUDE_USER, False)
         if metrics_include_user is None else metrics_include_user,
     )
+    set_current_telemetry(telemetry)
+    return telemetry
 
 
 class LLMCostInstrumentor(BaseInstrumentor):
@@ -80,7 +86,13 @@ class LLMCostInstrumentor(BaseInstrumentor):
         raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def _instrument(self, **kwargs: Any) -> None:
-        telemetry = kwargs.get("telemetry") or build_telemetry(**kwargs)
+        telemetry = kwargs.get("telemetry")
+        if telemetry is None:
+            # Instrumentors started one by one with no settings (opentelemetry-instrument) share one
+            # telemetry, so budgets and listeners see every SDK's calls.
+            shared = current_telemetry()
+            configured = any(kwargs.get(key) is not None for key in _CONFIG_KEYS)
+            telemetry = shared if shared is not None and not configured else build_telemetry(**kwargs)
         self.state.telemetry = telemetry
         self._applied: list[tuple[str, str]] = []
         for patch in self._patches():
