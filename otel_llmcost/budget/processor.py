@@ -28,6 +28,7 @@ from ..pricing import PriceCatalog, UnknownPriceError
 from ..pricing.usage import from_genai_attributes
 from ..telemetry import SCOPE, CallResult, Telemetry, recent_call_spans
 from .engine import BudgetEngine
+from .otel_sink import OpenTelemetrySink
 
 _log = logging.getLogger(__name__)
 
@@ -226,13 +227,15 @@ def enable_budgets(
     tracer_provider: Any = None,
     meter_provider: MeterProvider | None = None,
     enforce: bool = False,
+    otel_alerts: bool = True,
 ) -> BudgetProcessor:
     """Budgets in this process, in one call.
 
     `config`: a `BudgetConfig` or YAML path (default `$OTEL_LLMCOST_CONFIG`), or pass a ready `engine`.
     The processor is fed by the instrumentation's telemetry (from `otel_llmcost.instrument()`), prices
     other tools' GenAI spans when `tracer_provider` is given, exports budget gauges on `meter_provider`,
-    and with `enforce=True` puts the budget breaker in the call path.
+    and with `enforce=True` puts the budget breaker in the call path. Alerts also go out as
+    OpenTelemetry log records and spans unless `otel_alerts=False`.
     """
     from ..telemetry import current_telemetry
     from .breaker import BudgetBreaker
@@ -241,6 +244,8 @@ def enable_budgets(
     if telemetry is None:
         raise RuntimeError("no instrumentation to take costs from: call otel_llmcost.instrument() first")
     engine = engine or BudgetEngine.from_config(config)
+    if otel_alerts and not any(isinstance(sink, OpenTelemetrySink) for sink in engine.sinks):
+        engine.sinks.append(OpenTelemetrySink(tracer_provider=tracer_provider))
     processor = BudgetProcessor(engine, telemetry=telemetry, meter_provider=meter_provider)
     if tracer_provider is not None:
         tracer_provider.add_span_processor(processor)

@@ -186,3 +186,27 @@ def test_meter_provider_unused_warning_free():
     processor = enable_budgets(engine=engine, telemetry=telemetry, meter_provider=MeterProvider())
     processor.shutdown()
     processor.shutdown()
+
+
+def test_alerts_as_opentelemetry_log_and_span(tracer_provider, span_exporter):
+    """An alert becomes an OpenTelemetry log record (event llmcost.budget.alert) and a span."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    from otel_llmcost.budget.otel_sink import OpenTelemetrySink
+
+    logs = InMemoryLogRecordExporter()
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    sink = OpenTelemetrySink(logger_provider=logger_provider, tracer_provider=tracer_provider)
+    engine = BudgetEngine([Budget("monthly", D("1.00"))], sinks=[sink])
+    engine.record_cost(D("0.72"), {})
+    records = logs.get_finished_logs()
+    assert len(records) == 1
+    record = records[0].log_record
+    assert record.event_name == "llmcost.budget.alert"
+    assert record.attributes["llmcost.budget.level"] == "warn"
+    assert record.attributes["llmcost.budget.spend"] == 0.72 and record.severity_text == "WARN"
+    assert "monthly" in record.body
+    span = [s for s in span_exporter.get_finished_spans() if s.name == "llmcost.budget.alert"][0]
+    assert span.attributes["llmcost.budget.limit"] == 1.0 and span.events[0].name == "llmcost.budget.alert"
