@@ -36,13 +36,25 @@ _SCOPE_VERSION = "0.1.0"
 CostListener = Callable[["CallResult"], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A guard's answer in place of the provider's (a cache hit): the app gets `result`, the provider
+    is not called, the call costs nothing and `saved` is what it would have cost."""
+
+    result: Any
+    cache_status: str
+    saved: Decimal | None = None
+    response_model: str | None = None
+
+
 class Guard(Protocol):
     """A cost control in the call path (budget breaker, cost guard), run before the provider is called."""
 
-    def before(self, call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Return the keyword arguments to call the SDK with (a cheaper model, say), or raise a
-        `CallRefused` to refuse the call. Work that must happen when the call ends goes in
-        `call.on_end`."""
+    def before(self, call: Call, kwargs: dict[str, Any], endpoint: Any, asynchronous: bool) -> dict[str, Any] | Served:
+        """Return the keyword arguments to call the SDK with (a cheaper model, say), a `Served` answer
+        (the provider is not called), or raise a `CallRefused` to refuse the call. `endpoint` is the
+        instrumentation's description of the SDK method. Work that must happen when the call ends goes
+        in `call.on_end`."""
 
 
 class _RecentCallSpans:
@@ -255,6 +267,12 @@ class Call:
                 _log.debug("otel-llmcost: context detach failed", exc_info=True)
 
     # -- streaming -------------------------------------------------------------------------------
+    def serve(self, served: Served) -> None:
+        """End the call as answered by a guard: no tokens billed, cost 0, the saving recorded."""
+        self.cache_status = served.cache_status
+        self.saved = served.saved
+        self.finish(Usage(), served.response_model)
+
     def chunk_received(self) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.perf_counter()

@@ -34,7 +34,8 @@ class BudgetBreaker:
     def attributes(self, call: Call) -> dict[str, str]:
         return {**call.who, names.GEN_AI_PROVIDER_NAME: call.provider, names.GEN_AI_REQUEST_MODEL: call.request_model}
 
-    def before(self, call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def before(self, call: Call, kwargs: dict[str, Any], endpoint: Any = None,
+               asynchronous: bool = False) -> dict[str, Any]:
         """Throttle or refuse by the budget level; reserve the call's estimated cost."""
         attributes = self.attributes(call)
         hints = self.engine.hints(attributes)

@@ -19,7 +19,7 @@ import wrapt
 from ..errors import CallRefused
 from ..names import GEN_AI_PROVIDER_NAME, LLMCOST_USAGE_ESTIMATED
 from ..pricing import Usage
-from ..telemetry import Call, Telemetry
+from ..telemetry import Call, Served, Telemetry
 
 _log = logging.getLogger("otel_llmcost.instrumentation")
 
@@ -113,7 +113,10 @@ def sync_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., An
             _debug("starting the span")
             return wrapped(*args, **kwargs)
         if telemetry.guard is not None:
-            call_kwargs = _guard(telemetry, call, call_kwargs)
+            decision = _guard(telemetry, call, call_kwargs, endpoint, False)
+            if isinstance(decision, Served):
+                return decision.result
+            call_kwargs = decision
         flag = _IN_CALL.set(True)
         try:
             result = wrapped(*args, **call_kwargs)
@@ -143,7 +146,10 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
             _debug("starting the span")
             return await wrapped(*args, **kwargs)
         if telemetry.guard is not None:
-            call_kwargs = _guard(telemetry, call, call_kwargs)
+            decision = _guard(telemetry, call, call_kwargs, endpoint, True)
+            if isinstance(decision, Served):
+                return decision.result
+            call_kwargs = decision
         flag = _IN_CALL.set(True)
         try:
             result = await wrapped(*args, **call_kwargs)
@@ -157,16 +163,24 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
     return wrapper
 
 
-def _guard(telemetry: Telemetry, call: Call, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _guard(telemetry: Telemetry, call: Call, kwargs: dict[str, Any], endpoint: Endpoint,
+           asynchronous: bool) -> dict[str, Any] | Served:
     """Run the guard: a deliberate refusal reaches the app; a failure of the guard itself does not."""
+    guard = telemetry.guard
     try:
-        return telemetry.guard.before(call, kwargs) if telemetry.guard is not None else kwargs
+        decision = guard.before(call, kwargs, endpoint, asynchronous) if guard is not None else kwargs
     except CallRefused as refusal:
         _fail(call, refusal)
         raise
     except Exception:
         _debug("the cost guard")
         return kwargs
+    if isinstance(decision, Served):
+        try:
+            call.serve(decision)
+        except Exception:
+            _debug("recording a served answer")
+    return decision
 
 
 def _fail(call: Call, exc: BaseException) -> None:
