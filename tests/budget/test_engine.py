@@ -6,7 +6,7 @@ import logging
 import random
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import NoReturn
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,10 +16,13 @@ from otel_llmcost.budget import (
     BudgetConfig,
     BudgetEngine,
     BudgetExceededError,
+    BudgetKey,
     CalendarWindow,
     Level,
     LoggingSink,
     MemoryLedger,
+    Refusal,
+    Reservation,
     RollingWindow,
     Routing,
     Scope,
@@ -97,7 +100,7 @@ def test_lesson_exercise_1000_calls_cross_each_level_once_at_the_right_call() ->
 
 
 def test_reservations_refuse_at_the_stop_limit_and_hints_turn_to_cache_only() -> None:
-    """Calls reserved at their max cost are refused once the stop limit has no room; hints say cache only."""
+    """Calls are refused once spend reaches the stop limit, overshot by at most one call's max; hints say cache only."""
     clock = FakeClock(datetime(2026, 11, 3, tzinfo=timezone.utc))
     engine = BudgetEngine(
         BudgetConfig(budgets=(Budget("monthly", D("1.00")),), routing=Routing({"gpt-4o": "gpt-4o-mini"})),
@@ -114,7 +117,7 @@ def test_reservations_refuse_at_the_stop_limit_and_hints_turn_to_cache_only() ->
         engine.settle(ticket, cost)
     assert refused is not None
     state = engine.state()[0]
-    assert state.spend <= D("0.95") and state.spend + D("0.0125") > D("0.95")
+    assert D("0.95") <= state.spend < D("0.95") + D("0.0125")
     assert state.reserved == 0
     assert (refused.budget, refused.scope_key, refused.limit, refused.amount) == (
         "monthly",
@@ -128,10 +131,10 @@ def test_reservations_refuse_at_the_stop_limit_and_hints_turn_to_cache_only() ->
         refused
     )
     hints = engine.hints({})
-    assert hints.level >= Level.THROTTLE and hints.substitutes == {"gpt-4o": "gpt-4o-mini"}
-    engine.record_cost(D("0.05"), {})  # spend seen from metrics still counts
-    hints = engine.hints({})
     assert hints.level is Level.STOP and hints.cache_only and hints.reset_at == refused.reset_at
+    assert hints.substitutes == {"gpt-4o": "gpt-4o-mini"}
+    engine.record_cost(D("0.05"), {})  # spend seen from metrics still counts
+    assert engine.state()[0].spend == state.spend + D("0.05")
 
 
 def test_window_reset_follows_each_budgets_time_zone() -> None:
@@ -236,16 +239,36 @@ def test_several_budgets_on_one_call_the_tightest_wins() -> None:
     }
 
 
+class ReserveLog(MemoryLedger):
+    """A real MemoryLedger that notes which budget each reserve() was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def reserve(self, key: BudgetKey, *args: Any, **kwargs: Any) -> Reservation | Refusal:
+        self.asked.append(key.budget)
+        return super().reserve(key, *args, **kwargs)
+
+
 def test_a_refused_budget_releases_the_holds_on_the_others() -> None:
     """When one budget refuses, holds already taken on other budgets for that call are given back."""
-    ledger = MemoryLedger()
+    ledger = ReserveLog()
     engine = BudgetEngine(
         [Budget("company", D("100")), Budget("per-user", D("1"), scope=Scope(by=("user",)))], ledger, sinks=[]
     )
+    crossing = engine.reserve(D("2"), {USER: "alice"})  # nothing spent yet: crossing $0.95 is let through
+    engine.settle(crossing, D("1.50"))
+    ledger.asked.clear()
     with pytest.raises(BudgetExceededError) as caught:
-        engine.reserve(D("2"), {USER: "alice"})
+        engine.reserve(D("0.01"), {USER: "alice"})
     assert caught.value.budget == "per-user" and caught.value.scope_key == "user=alice"
-    assert all(s.reserved == 0 for s in engine.state())
+    assert (caught.value.spend, caught.value.reserved, caught.value.limit) == (D("1.5"), D("0"), D("0.95"))
+    assert ledger.asked == ["company", "per-user"], "company held first, so there was a hold to give back"
+    assert [(s.budget, s.spend, s.reserved) for s in engine.state()] == [
+        ("company", D("1.5"), D("0")),
+        ("per-user", D("1.5"), D("0")),
+    ]
     assert engine.stats.refusals == 1
 
 

@@ -17,6 +17,7 @@ from otel_llmcost.budget import (
     Refusal,
     Reservation,
     RollingWindow,
+    Spend,
     open_ledger,
 )
 from otel_llmcost.budget.ledger.sqlite import SQLiteLedger
@@ -49,19 +50,41 @@ def test_windows_and_scopes_are_kept_apart(ledger: Ledger) -> None:
     assert ledger.scopes("monthly", MONTH) == ["user=alice", "user=bob"]
 
 
-def test_reserve_refuses_what_would_pass_the_limit(ledger: Ledger) -> None:
-    """A reservation is refused once spent + held + asked exceeds the limit, and holds nothing then."""
+def test_reserve_refuses_once_the_limit_is_reached(ledger: Ledger) -> None:
+    """A reservation is refused once spent + held reach the limit, holding nothing; the call crossing it goes."""
     now = T0.timestamp()
     ledger.record(KEY, MONTH, D("0.50"), now=now)
     first = ledger.reserve(KEY, MONTH, D("0.30"), D("0.95"), ttl=60, now=now)
     assert isinstance(first, Reservation)
-    refused = ledger.reserve(KEY, MONTH, D("0.20"), D("0.95"), ttl=60, now=now)
+    crossing = ledger.reserve(KEY, MONTH, D("0.20"), D("0.95"), ttl=60, now=now)
+    assert isinstance(crossing, Reservation), "0.80 is under the limit, so the call taking it to 1.00 goes"
+    assert ledger.spend(KEY, MONTH, now=now) == Spend(D("0.5"), D("0.5"))
+    refused = ledger.reserve(KEY, MONTH, D("0.01"), D("0.95"), ttl=60, now=now)
     assert isinstance(refused, Refusal)
-    assert (refused.spent, refused.reserved, refused.requested) == (D("0.5"), D("0.3"), D("0.20"))
-    exact = ledger.reserve(KEY, MONTH, D("0.15"), D("0.95"), ttl=60, now=now)
-    assert isinstance(exact, Reservation), "up to the limit exactly is allowed"
-    assert ledger.spend(KEY, MONTH, now=now).reserved == D("0.45")
+    assert (refused.spent, refused.reserved, refused.requested, refused.limit) == (
+        D("0.5"),
+        D("0.5"),
+        D("0.01"),
+        D("0.95"),
+    )
     assert isinstance(ledger.reserve(KEY, MONTH, D("0"), D("0.95"), ttl=60, now=now), Refusal)
+    assert ledger.spend(KEY, MONTH, now=now) == Spend(D("0.5"), D("0.5")), "a refusal holds nothing"
+    ledger.settle(crossing, D("0.10"), now=now)  # 0.90 now: room again
+    assert isinstance(ledger.reserve(KEY, MONTH, D("0.30"), D("0.95"), ttl=60, now=now), Reservation)
+
+
+def test_reserve_boundary_is_the_limit_itself(ledger: Ledger) -> None:
+    """One nano-dollar under the limit admits any amount; exactly at the limit nothing, not even 0."""
+    now = T0.timestamp()
+    under, at = BudgetKey("monthly", "user=bob"), BudgetKey("monthly", "user=carol")
+    ledger.record(under, MONTH, D("0.949999999"), now=now)
+    big = ledger.reserve(under, MONTH, D("5"), D("0.95"), ttl=60, now=now)
+    assert isinstance(big, Reservation) and big.amount == D("5")
+    assert ledger.spend(under, MONTH, now=now) == Spend(D("0.949999999"), D("5"))
+    ledger.record(at, MONTH, D("0.95"), now=now)
+    for amount in (D("0"), D("0.000000001"), D("1")):
+        assert isinstance(ledger.reserve(at, MONTH, amount, D("0.95"), ttl=60, now=now), Refusal)
+    assert ledger.spend(at, MONTH, now=now) == Spend(D("0.95"), D("0"))
 
 
 def test_settle_replaces_the_hold_by_the_actual_cost(ledger: Ledger) -> None:
@@ -77,9 +100,10 @@ def test_settle_replaces_the_hold_by_the_actual_cost(ledger: Ledger) -> None:
 def test_unsettled_reservations_expire_but_late_settles_still_count(ledger: Ledger) -> None:
     """A hold from a caller that never settles stops counting after its TTL; a late settle adds the cost."""
     now = T0.timestamp()
-    crashed = ledger.reserve(KEY, MONTH, D("0.90"), D("1"), ttl=30, now=now)
+    crashed = ledger.reserve(KEY, MONTH, D("1.00"), D("1"), ttl=30, now=now)  # reaches the limit
     assert isinstance(crashed, Reservation)
-    assert isinstance(ledger.reserve(KEY, MONTH, D("0.20"), D("1"), ttl=30, now=now + 29), Refusal)
+    blocked = ledger.reserve(KEY, MONTH, D("0.20"), D("1"), ttl=30, now=now + 29)
+    assert isinstance(blocked, Refusal) and blocked.reserved == D("1")
     later = ledger.reserve(KEY, MONTH, D("0.20"), D("1"), ttl=30, now=now + 31)
     assert isinstance(later, Reservation)
     assert ledger.spend(KEY, MONTH, now=now + 31).reserved == D("0.2")
@@ -107,8 +131,12 @@ def test_rolling_window_sums_its_slices_and_forgets_old_ones(ledger: Ledger) -> 
     assert ledger.spend(KEY, spec.at(T0 + timedelta(hours=23, minutes=59))).spent == D("3")
     assert ledger.spend(KEY, spec.at(T0 + timedelta(hours=24))).spent == D("2")
     assert ledger.spend(KEY, spec.at(T0 + timedelta(hours=29))).spent == D("0")
-    hold = ledger.reserve(KEY, spec.at(later), D("1"), D("3.5"), ttl=60, now=later.timestamp())
-    assert isinstance(hold, Refusal), "the check sums every slice of the window"
+    hold = ledger.reserve(KEY, spec.at(later), D("0.5"), D("3"), ttl=60, now=later.timestamp())
+    assert isinstance(hold, Refusal), "the check sums every slice of the window (2 alone is under 3)"
+    assert (hold.spent, hold.reserved) == (D("3"), D("0"))
+    day_after = T0 + timedelta(hours=24)
+    hold = ledger.reserve(KEY, spec.at(day_after), D("0.5"), D("3"), ttl=60, now=day_after.timestamp())
+    assert isinstance(hold, Reservation), "the slice that left the window no longer counts"
 
 
 def test_negative_amounts_are_rejected(ledger: Ledger) -> None:

@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from otel_llmcost.budget import Budget, BudgetEngine, BudgetExceededError, Level, Scope
 
 from .helpers import FakeClock, ListSink
@@ -52,16 +54,15 @@ def test_holds_of_a_crashed_process_expire_after_their_ttl(tmp_path: Path) -> No
     uri = f"sqlite:///{tmp_path}/ledger.db"
     clock = FakeClock(datetime(2026, 11, 10, tzinfo=timezone.utc))
     crashed = BudgetEngine(BUDGETS[:1], uri, sinks=[], clock=clock)
-    crashed.reserve(D("0.90"), {})  # and never settled
+    crashed.reserve(D("0.95"), {})  # reaches the stop limit (95% of $1.00), and is never settled
     crashed.ledger.close()
 
     restarted = BudgetEngine(BUDGETS[:1], uri, sinks=[], clock=clock)
-    try:
+    clock.advance(minutes=9, seconds=59)  # the default reservation TTL is 10 minutes
+    with pytest.raises(BudgetExceededError) as caught:
         restarted.reserve(D("0.10"), {})
-        raise AssertionError("the crashed hold should still count")
-    except BudgetExceededError as error:
-        assert error.reserved == D("0.9")
-    clock.advance(minutes=10, seconds=1)  # the default reservation TTL is 10 minutes
+    assert (caught.value.spend, caught.value.reserved) == (D("0"), D("0.95"))
+    clock.advance(seconds=2)
     ticket = restarted.reserve(D("0.10"), {})
     restarted.settle(ticket, D("0.08"))
     assert restarted.state()[0].spend == D("0.08") and restarted.state()[0].reserved == 0

@@ -7,8 +7,9 @@ cannot together spend past a limit:
 * `record(key, window, amount)`: spend seen without a reservation (from metrics); returns the window's
   committed spend afterwards.
 * `reserve(key, window, amount, limit, ttl=...)`: hold `amount` for a call about to be made, unless
-  committed spend + live reservations + amount would exceed `limit` (or already reach it): then a
-  `Refusal`, and nothing is held.
+  committed spend + live reservations already reach `limit`: then a `Refusal`, and nothing is held.
+  The call that takes the total over the limit is let through, so the limit is reached (its level and
+  alert happen) and is overshot by at most that one call's reserved maximum, however many callers race.
 * `settle(reservation, actual)`: drop the hold and commit the actual cost; works after the hold has
   expired too (the call happened, its cost counts).
 * Reservations never settled (a crashed caller) expire after their TTL and stop counting.
@@ -91,7 +92,7 @@ class Ledger(Protocol):
         ttl: float = DEFAULT_TTL,
         now: float | None = None,
     ) -> Reservation | Refusal:
-        """Hold `amount` if spent + reserved + amount ≤ limit (and spent + reserved < limit)."""
+        """Hold `amount` if spent + reserved < limit (see the module docstring)."""
         ...
 
     def settle(self, reservation: Reservation, actual: Decimal, *, now: float | None = None) -> Decimal:

@@ -89,7 +89,7 @@ class MemoryLedger:
         with self._lock:
             spent, reserved = self._sums(key, window, at)
             total = spent + reserved
-            if total >= cap or total + units > cap:
+            if total >= cap:
                 return Refusal(key, window, from_units(spent), from_units(reserved), amount, limit)
             hold_id = uuid.uuid4().hex
             cell = self._touch(key, window, window.bucket, at)

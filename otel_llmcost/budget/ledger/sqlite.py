@@ -166,7 +166,7 @@ class SQLiteLedger:
             spent = self._spent(db, key, window)
             reserved = self._reserved(db, key, window, at)
             total = spent + reserved
-            if total >= cap or total + units > cap:
+            if total >= cap:
                 return Refusal(key, window, from_units(spent), from_units(reserved), amount, limit)
             hold_id = uuid.uuid4().hex
             db.execute(

@@ -1,4 +1,4 @@
--- Hold an amount for a call in flight, atomically refusing when it does not fit under the limit.
+-- Hold an amount for a call in flight, atomically refusing once spent + reserved reach the limit.
 -- KEYS[1] hash and KEYS[2] expiry zset of the bucket written, KEYS[3] its scope index, then
 -- (hash, zset) pairs for every bucket of the window (the written one included).
 -- ARGV: amount, limit (nano-USD), now (Unix ms), expires_at (Unix ms), reservation id,
@@ -28,7 +28,7 @@ for i = 4, #KEYS, 2 do
   reserved = reserved + (tonumber(v[2]) or 0)
 end
 local total = spent + reserved
-if total >= limit or total + amount > limit then
+if total >= limit then
   return {0, spent, reserved}
 end
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[5], ARGV[1])
