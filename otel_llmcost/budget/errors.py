@@ -33,7 +33,7 @@ class ConfigError(LLMCostError, ValueError):
 
 
 class BudgetExceededError(CallRefused):
-    """A reservation was refused: the budget's stop limit leaves no room for this call.
+    """A reservation was refused: spend and calls in flight have reached the budget's stop limit.
 
     Raised by `BudgetEngine.reserve`; the caller decides what to do (serve from cache, refuse the
     request, route to a cheaper model). Attributes: `budget`, `scope_key`, `spend` (committed spend in

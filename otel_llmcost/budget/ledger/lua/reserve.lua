@@ -6,7 +6,6 @@
 -- A hash holds 'spent', 'reserved' (sum of live holds) and 'r:<id>' = amount per hold; the zset
 -- holds id -> expiry. Expired holds are dropped here, before the check.
 -- Returns {1 | 0 (refused), spent, reserved} as seen before this hold.
-local amount = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local now = ARGV[3]
 local spent, reserved = 0, 0
