@@ -366,3 +366,22 @@ def test_uninstrument_restores_originals(llm_server, tracer_provider, meter_prov
     client = openai.OpenAI(base_url=llm_server.openai_base_url, api_key="k", max_retries=0)
     client.chat.completions.create(model="gpt-4o", messages=MSGS)
     assert not llmcost_spans(span_exporter)
+
+
+def test_raw_response_priced_sync_and_async(instrumented, client, aclient, span_exporter):
+    """`with_raw_response` calls are priced from the body without touching the app's response object."""
+    import warnings
+
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSGS)
+    assert raw.parse().usage.prompt_tokens > 0
+
+    async def run():
+        araw = await aclient.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSGS)
+        return araw.parse()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an un-awaited coroutine of ours would warn
+        parsed = asyncio.run(run())
+    assert parsed.usage.prompt_tokens > 0
+    spans = llmcost_spans(span_exporter)
+    assert len(spans) == 2 and all(s.attributes["gen_ai.usage.cost"] > 0 for s in spans)

@@ -100,9 +100,19 @@ class OpenAIEndpoint:
             self._stream_types = (openai.Stream, openai.AsyncStream)
         return isinstance(result, self._stream_types)
 
+    def _from_raw(self, raw: Any) -> Any:
+        """A `with_raw_response` result: read its (already received) body into the SDK's own type,
+        leaving the app's response object untouched (its `parse()` is a coroutine on async clients)."""
+        from openai.types import CreateEmbeddingResponse
+        from openai.types.chat import ChatCompletion
+        from openai.types.responses import Response
+
+        model = {"chat": ChatCompletion, "responses": Response}.get(self.kind, CreateEmbeddingResponse)
+        return model.model_validate(raw.http_response.json())
+
     def response(self, result: Any, kwargs: dict[str, Any]) -> Outcome | None:
         if hasattr(result, "parse") and hasattr(result, "http_response"):
-            result = result.parse()  # with_raw_response: the SDK caches the parsed object for the app
+            result = self._from_raw(result)
         usage = getattr(result, "usage", None)
         attrs: dict[str, Any] = {}
         response_id = getattr(result, "id", None)
