@@ -107,7 +107,7 @@ class OpenAIEndpoint:
         from openai.types.chat import ChatCompletion
         from openai.types.responses import Response
 
-        model = {"chat": ChatCompletion, "responses": Response}.get(self.kind, CreateEmbeddingResponse)
+        model: Any = {"chat": ChatCompletion, "responses": Response}.get(self.kind, CreateEmbeddingResponse)
         return model.model_validate(raw.http_response.json())
 
     def response(self, result: Any, kwargs: dict[str, Any]) -> Outcome | None:
