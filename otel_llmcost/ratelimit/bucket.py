@@ -1,0 +1,194 @@
+"""The token-bucket strategy: a tier's buckets and the arithmetic every storage follows.
+
+Each key has up to three buckets, one per limit of its tier (`LIMIT_NAMES`): requests per minute,
+tokens per minute, tokens per day. A bucket holds at most its capacity and refills continuously at
+``capacity / period`` per second. A call takes 1 from the requests bucket and its estimated tokens
+from each token bucket, from all of them or from none. A limit the tier does not set is a bucket of
+infinite level, so the same three-slot state serves every tier and a change of tier keeps the tokens
+a key has (capped at the new capacity) while a newly enforced limit starts full.
+
+`settle` may take a token bucket below zero when a call used more than it reserved: the bucket then
+refills from below zero and the key's next call waits until there is room again.
+
+This module holds the reference arithmetic in Python, used by the memory storage; the Redis storage
+runs the same steps in Lua (``storage/lua/*.lua``). State is a list ``[t, level0, level1, level2,
+plan]``: the time of the last update (seconds, the storage's clock), the three levels as they were
+then, and the plan they were kept under (a key whose tier changed is rebased on its next call).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .tiers import LIMIT_NAMES, Tier
+
+INF = math.inf
+#: Seconds per period of each limit, in slot order.
+PERIODS: tuple[float, float, float] = (60.0, 60.0, 86_400.0)
+#: Float slack when comparing a level with a cost, so waiting exactly `retry_after` is enough.
+TOLERANCE = 1e-9
+
+#: What a refused take returns: (slot of the limit that frees up last, seconds until all have room).
+Rejection = tuple[int, float]
+#: Per-key state kept by a storage: [t, level0, level1, level2, plan].
+State = list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPlan:
+    """A tier compiled for the hot path: capacities and refill rates per slot, as plain floats."""
+
+    tier: str
+    capacities: tuple[float, float, float]
+    rates: tuple[float, float, float]
+    #: capacities then rates, unpacked in one step by the memory storage
+    vector: tuple[float, float, float, float, float, float] = field(repr=False)
+    #: the most tokens one call may ask for: the smaller token capacity (the largest float when
+    #: none, so that an infinite estimate still fails the limiter's range check)
+    max_tokens: float = field(repr=False)
+    #: the tier's limits as Lua script arguments: their signature, then capacity and period per
+    #: slot (capacity -1: no limit)
+    lua_args: tuple[str, ...] = field(repr=False)
+
+    @classmethod
+    def from_tier(cls, tier: Tier) -> BucketPlan:
+        caps = tuple(
+            float(value) if (value := getattr(tier, name)) is not None else INF for name in LIMIT_NAMES
+        )
+        rates = tuple(0.0 if cap == INF else cap / period for cap, period in zip(caps, PERIODS, strict=True))
+        lua_args: list[str] = []
+        for cap, period in zip(caps, PERIODS, strict=True):
+            lua_args += ["-1", "0"] if cap == INF else [repr(cap), repr(period)]
+        lua_args.insert(0, " ".join(lua_args))  # the signature a key's state is kept under
+        c0, c1, c2 = caps
+        r0, r1, r2 = rates
+        return cls(
+            tier=tier.name,
+            capacities=(c0, c1, c2),
+            rates=(r0, r1, r2),
+            vector=(c0, c1, c2, r0, r1, r2),
+            max_tokens=min(c1, c2, sys.float_info.max),
+            lua_args=tuple(lua_args),
+        )
+
+    def costs(self, tokens: float) -> tuple[float, float, float]:
+        """What a call of `tokens` estimated tokens takes from each slot."""
+        return (1.0, tokens, tokens)
+
+
+def new_state(now: float, plan: BucketPlan) -> State:
+    """The state of a key never seen (or forgotten because full): every bucket full."""
+    return [now, INF, INF, INF, plan]
+
+
+def take(state: State, plan: BucketPlan, tokens: float, now: float) -> Rejection | None:
+    """Refill to `now`, then take 1 request and `tokens` tokens from every bucket, or nothing.
+
+    Returns None when taken (state updated), or the `Rejection` (state unchanged).
+    """
+    if state[4] is not plan:
+        rebase(state, plan, now)
+    c0, c1, c2, r0, r1, r2 = plan.vector
+    elapsed = now - state[0]
+    if elapsed < 0.0:  # a clock that went back refills nothing, and t never moves back
+        elapsed = 0.0
+        now = state[0]
+    level0 = state[1] + elapsed * r0
+    if level0 > c0:
+        level0 = c0
+    level1 = state[2] + elapsed * r1
+    if level1 > c1:
+        level1 = c1
+    level2 = state[3] + elapsed * r2
+    if level2 > c2:
+        level2 = c2
+    need = tokens - TOLERANCE
+    if level0 >= 1.0 - TOLERANCE and level1 >= need and level2 >= need:
+        state[0] = now
+        state[1] = level0 - 1.0
+        state[2] = level1 - tokens
+        state[3] = level2 - tokens
+        return None
+    return rejection((level0, level1, level2), plan, tokens)
+
+
+def rejection(levels: tuple[float, float, float], plan: BucketPlan, tokens: float) -> Rejection:
+    """The limit that frees up last for this call, and the seconds until every bucket has room."""
+    worst_slot, worst_wait = 0, 0.0
+    for slot, (level, rate, cost) in enumerate(zip(levels, plan.rates, plan.costs(tokens), strict=True)):
+        if level >= cost - TOLERANCE:
+            continue
+        wait = (cost - level) / rate  # a short bucket is a limited one: rate > 0
+        if wait > worst_wait:
+            worst_slot, worst_wait = slot, wait
+    return worst_slot, worst_wait
+
+
+def refill(state: State, plan: BucketPlan, now: float) -> tuple[float, float, float]:
+    """The three levels at `now` under `plan`, which must be the state's own plan
+    (infinite for limits the plan does not set); state unchanged."""
+    elapsed = max(0.0, now - state[0])
+    c0, c1, c2, r0, r1, r2 = plan.vector
+    return (
+        min(c0, state[1] + elapsed * r0),
+        min(c1, state[2] + elapsed * r1),
+        min(c2, state[3] + elapsed * r2),
+    )
+
+
+def settle(state: State, plan: BucketPlan, delta_tokens: float, now: float) -> None:
+    """Charge `delta_tokens` more (positive) or refund (negative) on the token buckets.
+
+    A refund never fills a bucket beyond its capacity; a charge may take it below zero.
+    """
+    if state[4] is not plan:
+        rebase(state, plan, now)
+    level0, level1, level2 = refill(state, plan, now)
+    state[0] = max(now, state[0])
+    state[1] = level0
+    state[2] = min(plan.capacities[1], level1 - delta_tokens)
+    state[3] = min(plan.capacities[2], level2 - delta_tokens)
+
+
+def rebase(state: State, plan: BucketPlan, now: float) -> None:
+    """Move a key to another tier's plan at `now` (its tier changed since its last call).
+
+    The levels are refilled to `now` under the plan they were kept under, then capped at the new
+    capacities; a limit the new plan does not set becomes an infinite level (no limit), and a limit
+    the old plan did not set starts full.
+    """
+    old: BucketPlan = state[4]
+    if old.vector != plan.vector:
+        levels = refill(state, old, now)
+        if now > state[0]:
+            state[0] = now
+        for slot, cap in enumerate(plan.capacities):
+            state[slot + 1] = INF if cap == INF else min(cap, levels[slot])
+    state[4] = plan
+
+
+def levels(state: State, plan: BucketPlan, now: float) -> tuple[float, float, float]:
+    """The three levels at `now` as `plan` sees them (whatever plan the state was kept under)."""
+    if state[4] is not plan:
+        state = list(state)
+        rebase(state, plan, now)
+    return refill(state, plan, now)
+
+
+def full_in(state: State, now: float) -> float:
+    """Seconds until every bucket of the state is full again under the plan it was last used with."""
+    plan: BucketPlan = state[4]
+    levels = refill(state, plan, now)
+    wait = 0.0
+    for level, cap, rate in zip(levels, plan.capacities, plan.rates, strict=True):
+        if level < cap:
+            wait = max(wait, (cap - level) / rate)
+    return wait
+
+
+def retry_after(seconds: float) -> float:
+    """`seconds` rounded up to the microsecond, so that waiting it is always enough (inf stays inf)."""
+    return math.ceil(seconds * 1e6) / 1e6 if seconds < INF else INF

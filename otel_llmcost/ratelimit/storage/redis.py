@@ -1,0 +1,208 @@
+"""`redis://host:6379/0`: buckets in Redis, shared by every process and host that uses it.
+
+Every decision is one call of one Lua script (``lua/bucket.lua``, package data beside this module):
+all the buckets of a key live in one Redis string (packed doubles and the signature of the tier's
+limits) and are checked and debited together, or not at all, however many clients race. The script reads the server's ``TIME``, never the client's clock, so
+replicas whose clocks disagree still agree on every bucket (the limiter's `clock` is not used here).
+A key's state expires by itself once all its buckets would be full again.
+
+Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://``, as `redis.Redis.from_url` reads them.
+Needs the ``redis`` client (``pip install 'otel-llmcost[redis]'``), imported when a storage is made;
+async methods use ``redis.asyncio`` with one client per event loop. Every failure of the server or
+the connection is raised as `RateLimitStorageError`; the client reconnects by itself on the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..bucket import BucketPlan, Rejection
+from ..errors import RateLimitStorageError
+
+SCRIPT_NAME = "bucket.lua"
+
+
+def load_script() -> str:
+    """The text of the bucket script shipped with the package."""
+    return (
+        resources.files(__package__ or __name__)
+        .joinpath("lua")
+        .joinpath(SCRIPT_NAME)
+        .read_text(encoding="utf-8")
+    )
+
+
+def redact(uri: str) -> str:
+    """`uri` without its password, for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def _import_redis(uri: str) -> Any:
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"the rate-limit storage {redact(uri)} needs the redis client: pip install 'otel-llmcost[redis]'"
+        ) from exc
+    return redis
+
+
+def _levels(reply: list[Any]) -> tuple[float, float, float]:
+    return (float(reply[0]), float(reply[1]), float(reply[2]))
+
+
+class RedisStorage:
+    """Token buckets in Redis (see the module doc).
+
+    `key_prefix` starts every Redis key (``<prefix>:<key>``). `socket_timeout` and
+    `socket_connect_timeout` (seconds) bound how long a dead server can hold a call; `retries` is how
+    many times a command is retried at once on a broken connection (1 covers a server restart).
+    Up to `max_connections` connections per client (one sync, one per event loop); more concurrent
+    callers wait up to `pool_timeout` seconds for one. Other keyword options go to the connections
+    (`redis.BlockingConnectionPool.from_url`, and its asyncio twin).
+    """
+
+    def __init__(
+        self,
+        uri: str = "redis://localhost:6379/0",
+        *,
+        clock: Callable[[], float] | None = None,
+        key_prefix: str = "llmcost:ratelimit",
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        retries: int = 1,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        **options: Any,
+    ) -> None:
+        del clock  # time comes from the server's TIME, by design
+        redis = _import_redis(uri)
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.uri = uri
+        self._safe_uri = redact(uri)
+        self._prefix = f"{key_prefix}:"
+        self._retries = retries
+        self._options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            **options,
+        }
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._no_script: type[BaseException] = redis.exceptions.NoScriptError
+        self._source = load_script()
+        # Redis names a script by the SHA-1 of its text; computed here, so making a storage needs no server.
+        self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
+        self._pool = {"max_connections": max_connections, "timeout": pool_timeout}
+        pool = redis.BlockingConnectionPool.from_url(
+            uri, retry=Retry(NoBackoff(), retries), **self._pool, **self._options
+        )
+        self._client = redis.Redis.from_pool(pool)
+        self._evalsha = self._client.evalsha
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+
+    def _fail(self, exc: BaseException) -> RateLimitStorageError:
+        return RateLimitStorageError(
+            f"rate-limit storage {self._safe_uri} failed: {type(exc).__name__}: {exc}", uri=self._safe_uri
+        )
+
+    # -- sync --
+    def _call(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
+        # EVALSHA directly (no Script object on the hot path); load the script once if the server
+        # does not know it (first use, restart, SCRIPT FLUSH).
+        try:
+            try:
+                return self._evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
+            except self._no_script:
+                self._client.script_load(self._source)
+                return self._evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def acquire(self, key: str, plan: BucketPlan, tokens: float) -> Rejection | None:
+        reply = self._call("take", key, tokens, plan)
+        return (int(reply[0]), float(reply[1])) if reply else None
+
+    def settle(self, key: str, plan: BucketPlan, delta_tokens: float) -> None:
+        self._call("settle", key, delta_tokens, plan)
+
+    def peek(self, key: str, plan: BucketPlan) -> tuple[float, float, float]:
+        return _levels(self._call("peek", key, 0, plan))
+
+    def reset(self, key: str) -> None:
+        try:
+            self._client.delete(self._prefix + key)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    def ping(self) -> bool:
+        """True when the server answers."""
+        try:
+            return bool(self._client.ping())
+        except self._errors:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- asyncio --
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            import redis.asyncio as aredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            pool = aredis.BlockingConnectionPool.from_url(
+                self.uri, retry=Retry(NoBackoff(), self._retries), **self._pool, **self._options
+            )
+            self._async = (loop, aredis.Redis.from_pool(pool))
+        return self._async[1]
+
+    async def _acall(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
+        client = self._async_client()
+        try:
+            try:
+                return await client.evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
+            except self._no_script:
+                await client.script_load(self._source)
+                return await client.evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    async def aacquire(self, key: str, plan: BucketPlan, tokens: float) -> Rejection | None:
+        reply = await self._acall("take", key, tokens, plan)
+        return (int(reply[0]), float(reply[1])) if reply else None
+
+    async def asettle(self, key: str, plan: BucketPlan, delta_tokens: float) -> None:
+        await self._acall("settle", key, delta_tokens, plan)
+
+    async def apeek(self, key: str, plan: BucketPlan) -> tuple[float, float, float]:
+        return _levels(await self._acall("peek", key, 0, plan))
+
+    async def areset(self, key: str) -> None:
+        client = self._async_client()
+        try:
+            await client.delete(self._prefix + key)
+        except self._errors as exc:
+            raise self._fail(exc) from exc
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            client = self._async[1]
+            self._async = None
+            await client.aclose()
+        self.close()
