@@ -332,11 +332,6 @@ class AsyncStreamProxy(_StreamProxyBase):
             self._self_end()
 
 
-def estimate_tokens(characters: int) -> int:
-    """~4 characters a token for English text: a documented estimate, marked as such on the span."""
-    return max(1, (characters + 3) // 4) if characters else 0
-
-
 def request_attributes(kwargs: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
     """Copy plain request parameters (temperature, max_tokens, ...) to span attributes by name."""
     out: dict[str, Any] = {}

@@ -12,8 +12,9 @@ from typing import Any
 from ... import names
 from ...pricing import Usage
 from ...pricing import usage as usage_mod
+from ...pricing.estimate import estimate_tokens
 from ...telemetry import Call, Telemetry
-from .._wrappers import Outcome, estimate_tokens, finish, request_attributes
+from .._wrappers import Outcome, finish, request_attributes
 
 PROVIDER = "anthropic"
 

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from ... import names
 from ...pricing import usage as usage_mod
-from .._wrappers import Outcome, estimate_tokens
+from ...pricing.estimate import estimate_tokens
+from .._wrappers import Outcome
 
 GEMINI = "gcp.gemini"
 VERTEX_AI = "gcp.vertex_ai"

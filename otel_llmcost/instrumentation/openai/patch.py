@@ -9,6 +9,7 @@ from typing import Any
 from ... import names
 from ...environment_variables import OTEL_LLMCOST_OPENAI_STREAM_USAGE, env_choice
 from ...pricing import usage as usage_mod
+from ...pricing.estimate import estimate_tokens
 from .._wrappers import Outcome, request_attributes
 
 _REQUEST_PARAMS = {
@@ -46,11 +47,6 @@ def _text_len(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_text_len(v) for v in value)
     return 0
-
-
-def estimate_tokens(characters: int) -> int:
-    """~4 characters a token for English text: a documented estimate, marked as such on the span."""
-    return max(1, (characters + 3) // 4) if characters else 0
 
 
 def _content_json(value: Any) -> str:
