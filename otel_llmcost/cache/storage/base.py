@@ -1,0 +1,115 @@
+"""What every cache storage offers: a byte store with TTL and LRU, plus semantic entries per namespace.
+
+Two kinds of entry share one size bound (`max_entries`) and one LRU order:
+
+- plain entries (the exact cache): ``get`` / ``set`` / ``delete`` of bytes by string key;
+- semantic entries: ``add(namespace, entry_id, vector, payload)``; ``entry`` reads one back (and
+  counts as an access); ``fetch_vectors(namespace, after=cursor)`` returns the vectors added since a
+  cursor, so a process rebuilds its local index on start and follows other replicas' additions.
+
+Expiry is checked against the storage's clock (``time.time`` unless a test passes another), so TTLs
+behave the same on every backend; Redis also expires keys on its own so nothing lingers.
+Every failure of the backend raises `CacheStorageError`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import CacheConfigError
+
+__all__ = [
+    "Clock",
+    "SemanticEntry",
+    "CacheStorage",
+    "VectorBatch",
+    "check_name",
+    "check_limits",
+]
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, like ``time.time``."""
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+def check_name(kind: str, value: str) -> str:
+    """A namespace or entry id as storage keys take it: 1-128 of ``A-Z a-z 0-9 _ . -``.
+
+    No separator can appear in one, so no (namespace, id) pair can spell another's key."""
+    if not isinstance(value, str) or _NAME.fullmatch(value) is None:
+        raise ValueError(f"{kind} {value!r} is not a valid cache name: use 1-128 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+def check_limits(max_entries: int | None, default_ttl: float | None) -> None:
+    if max_entries is not None and max_entries < 1:
+        raise CacheConfigError(f"max_entries={max_entries!r}: use a positive number or None (no bound)")
+    if default_ttl is not None and default_ttl <= 0:
+        raise CacheConfigError(f"ttl={default_ttl!r}: use a positive number of seconds or None (no expiry)")
+
+
+@dataclass(frozen=True)
+class SemanticEntry:
+    """One semantic entry as read back: its vector (float32 bytes) and the caller's payload."""
+
+    entry_id: str
+    vector: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class VectorBatch:
+    """Vectors of one namespace added after a cursor, and the cursor to pass next time."""
+
+    entries: list[tuple[str, bytes]]
+    cursor: int
+
+
+@runtime_checkable
+class CacheStorage(Protocol):
+    """The primitives the caches call (see the module doc). Implementations are thread-safe."""
+
+    uri: str
+    max_entries: int | None
+    default_ttl: float | None
+
+    def get(self, key: str) -> bytes | None:
+        """The value, or None when absent or expired; a hit makes the key most recently used."""
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store (or replace) a value; `ttl` seconds (None: the storage's default_ttl)."""
+
+    def delete(self, key: str) -> bool:
+        """Remove a value; whether there was one."""
+
+    def add(
+        self, namespace: str, entry_id: str, vector: bytes, payload: bytes, ttl: float | None = None
+    ) -> None:
+        """Store a semantic entry (replacing one with the same id in the namespace)."""
+
+    def entry(self, namespace: str, entry_id: str) -> SemanticEntry | None:
+        """A semantic entry of the namespace, or None when absent or expired; counts as an access."""
+
+    def remove(self, namespace: str, entry_id: str) -> bool:
+        """Remove a semantic entry; whether there was one."""
+
+    def fetch_vectors(self, namespace: str, after: int = 0) -> VectorBatch:
+        """Live entries of the namespace added after cursor `after` (0: all), oldest first."""
+
+    def __len__(self) -> int:
+        """Entries stored, both kinds (may count expired ones not yet purged)."""
+
+    def clear(self) -> None:
+        """Remove every entry of this storage (its prefix / table), both kinds."""
+
+    def close(self) -> None:
+        """Release connections and files; further calls are errors."""
+
+
+def now_clock(clock: Clock | None) -> Clock:
+    return clock if clock is not None else time.time
