@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 
-from ..errors import LLMCostError
+from ..errors import CallRefused, LLMCostError
 
 
 class RateLimitError(LLMCostError):
     """Base of the rate limiter's errors."""
 
 
-class RateLimitExceeded(RateLimitError):
+class RateLimitExceeded(RateLimitError, CallRefused):
     """A call was refused: one of its tier's buckets has no room for it now.
 
     Attributes:
@@ -84,7 +84,7 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-class RateLimitStorageError(RateLimitError):
+class RateLimitStorageError(RateLimitError, CallRefused):
     """The rate-limit storage (e.g. Redis) could not be reached or answered with an error.
 
     Raised by the storages; the limiter lets it through only with ``on_storage_error="closed"``
