@@ -161,6 +161,12 @@ class Telemetry:
         self.reasoning_tokens = meter.create_counter(
             names.METRIC_REASONING_TOKENS, unit="{token}", description="Output tokens spent on reasoning."
         )
+        self.ratelimit_rejections = meter.create_counter(
+            names.METRIC_RATELIMIT_REJECTIONS, unit="{call}", description="Calls refused by a rate limit."
+        )
+        self.cache_lookups = meter.create_counter(
+            names.METRIC_CACHE_LOOKUPS, unit="{lookup}", description="Response cache lookups by outcome."
+        )
         self.listeners: list[CostListener] = []
         self.guard: Guard | None = None
         self._warned_models: set[tuple[str, str]] = set()
