@@ -218,7 +218,8 @@ class Call:
     """One call in flight. Exactly one of finish() / fail() ends it; later calls are ignored."""
 
     __slots__ = ("telemetry", "span", "provider", "operation", "request_model", "who", "started",
-                 "first_chunk_at", "ended", "_token", "cache_status", "saved", "extra", "_on_end", "settled")
+                 "first_chunk_at", "ended", "_token", "cache_status", "saved", "extra", "_on_end", "settled",
+                 "response", "chunks")
 
     def __init__(self, telemetry: Telemetry, span: Span, provider: str, operation: str, request_model: str,
                  who: Mapping[str, str]) -> None:
@@ -237,6 +238,10 @@ class Call:
         self._token: object | None = None
         self._on_end: list[Callable[[CallResult | None, BaseException | None], None]] = []
         self.settled = False
+        self.response: Any = None
+        """The SDK's response object, once it arrived (not for streams); for end-of-call callbacks."""
+        self.chunks: list[Any] | None = None
+        """Set to a list to have a stream's chunks collected in it (a cache stores them)."""
 
     def on_end(self, callback: Callable[[CallResult | None, BaseException | None], None]) -> None:
         """Run `callback(result, error)` once when the call ends (a guard settles its reservations here).

@@ -197,6 +197,7 @@ def _handle(call: Call, endpoint: Endpoint, result: Any, kwargs: dict[str, Any],
             call.deactivate()
             proxy = AsyncStreamProxy if asynchronous else StreamProxy
             return proxy(result, call, accumulator)
+        call.response = result
         outcome = endpoint.response(result, kwargs)
         finish(call, outcome)
     except Exception:
@@ -224,7 +225,11 @@ class _StreamProxyBase(wrapt.ObjectProxy):
 
     def _self_feed(self, chunk: Any) -> bool:
         try:
-            self._self_call.chunk_received()
+            call = self._self_call
+            call.chunk_received()
+            chunks = getattr(call, "chunks", None)
+            if chunks is not None:
+                chunks.append(chunk)
             return self._self_accumulator.feed(chunk)
         except Exception:
             _debug("reading a stream chunk")
