@@ -268,6 +268,15 @@ def concurrent_async(make: Callable[[], Any], tasks: int) -> Callable[[float], t
     return lambda s: run_async(make, s, tasks)
 
 
+def calibration() -> float:
+    """Empty Python function calls per second through `timed_loop`: the speed of this machine now."""
+
+    def nothing(key: str) -> None:
+        return None
+
+    return max(done / elapsed for done, elapsed in (timed_loop(nothing, 0.3) for _ in range(3)))
+
+
 @contextmanager
 def redis_server(url: str | None) -> Iterator[str | None]:
     """The given URL, or a redis-server of our own on a free loopback port (None if not installed)."""
@@ -396,7 +405,9 @@ def main() -> None:
 
     print(
         f"\nPython {platform.python_version()} on {platform.machine()}, limits {limits.__version__}, "
-        f"redis-py {redis.__version__}; best of {args.rounds} x {args.seconds:g} s per row\n"
+        f"redis-py {redis.__version__}; best of {args.rounds} x {args.seconds:g} s per row; "
+        f"calibration: this machine runs {calibration():,.0f} empty Python function calls/s in the "
+        f"same loop (scale the memory rows by it to compare machines)\n"
     )
     print("| storage | mode | implementation | limits checked per decision | decisions/s |")
     print("|---|---|---|---:|---:|")

@@ -74,10 +74,6 @@ class BucketPlan:
             lua_args=tuple(lua_args),
         )
 
-    def costs(self, tokens: float) -> tuple[float, float, float]:
-        """What a call of `tokens` estimated tokens takes from each slot."""
-        return (1.0, tokens, tokens)
-
 
 def new_state(now: float, plan: BucketPlan) -> State:
     """The state of a key never seen (or forgotten because full): every bucket full."""
@@ -117,14 +113,17 @@ def take(state: State, plan: BucketPlan, tokens: float, now: float) -> Rejection
 
 def rejection(levels: tuple[float, float, float], plan: BucketPlan, tokens: float) -> Rejection:
     """The limit that frees up last for this call, and the seconds until every bucket has room."""
-    worst_slot, worst_wait = 0, 0.0
-    for slot, (level, rate, cost) in enumerate(zip(levels, plan.rates, plan.costs(tokens), strict=True)):
-        if level >= cost - TOLERANCE:
-            continue
-        wait = (cost - level) / rate  # a short bucket is a limited one: rate > 0
-        if wait > worst_wait:
-            worst_slot, worst_wait = slot, wait
-    return worst_slot, worst_wait
+    level0, level1, level2 = levels
+    r0, r1, r2 = plan.rates
+    slot, wait = 0, 0.0
+    # A short bucket is a limited one, so its rate is > 0.
+    if level0 < 1.0 - TOLERANCE and (1.0 - level0) / r0 > wait:
+        slot, wait = 0, (1.0 - level0) / r0
+    if level1 < tokens - TOLERANCE and (tokens - level1) / r1 > wait:
+        slot, wait = 1, (tokens - level1) / r1
+    if level2 < tokens - TOLERANCE and (tokens - level2) / r2 > wait:
+        slot, wait = 2, (tokens - level2) / r2
+    return slot, wait
 
 
 def refill(state: State, plan: BucketPlan, now: float) -> tuple[float, float, float]:

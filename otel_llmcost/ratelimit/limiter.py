@@ -34,6 +34,7 @@ from . import bucket
 from .bucket import BucketPlan, Rejection
 from .errors import RateLimitExceeded, RateLimitStorageError
 from .storage import RateLimitStorage, storage_from_uri
+from .storage.base import redact
 from .tiers import LIMIT_NAMES, Tier, TiersConfig, load_tiers
 
 _log = logging.getLogger("otel_llmcost.ratelimit")
@@ -110,7 +111,7 @@ class RateLimiter:
 
     def __repr__(self) -> str:
         return (
-            f"RateLimiter(tiers={sorted(self.tiers)}, storage={self.storage.uri.split('@')[-1]!r}, "
+            f"RateLimiter(tiers={sorted(self.tiers)}, storage={redact(self.storage.uri)!r}, "
             f"on_storage_error={self.on_storage_error!r})"
         )
 
@@ -273,7 +274,7 @@ class RateLimiter:
             tier=plan.tier,
             limit=LIMIT_NAMES[slot],
             retry_after=bucket.retry_after(wait),
-            requested=plan.costs(tokens)[slot],
+            requested=tokens if slot else 1,
             capacity=plan.capacities[slot],
         )
         hook = self.on_rejection
@@ -297,7 +298,8 @@ class RateLimiter:
         """Decide by the policy when the storage failed (`exc`) or is being left alone (None)."""
         with self._outage_lock:
             self.storage_errors += 1
-            self._retry_at = time.monotonic() + self._retry_interval
+            if exc is not None:  # only a failure postpones the next try, not the calls in between
+                self._retry_at = time.monotonic() + self._retry_interval
             first = not self._outage
             self._outage = True
         if first:
@@ -311,10 +313,11 @@ class RateLimiter:
         if self.on_storage_error == "closed":
             if exc is not None:
                 raise exc
+            uri = redact(self.storage.uri)
             raise RateLimitStorageError(
-                f"rate-limit storage {self.storage.uri.split('@')[-1]} is unavailable "
-                f"(next try within {self._retry_interval:g} s); on_storage_error='closed' refuses the call",
-                uri=self.storage.uri.split("@")[-1],
+                f"rate-limit storage {uri} is unavailable (next try within {self._retry_interval:g} s); "
+                f"on_storage_error='closed' refuses the call",
+                uri=uri,
             )
         return _new_permit(Permit, (key, tier, tokens, False))
 

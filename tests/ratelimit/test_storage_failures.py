@@ -74,6 +74,19 @@ def test_failed_storage_is_left_alone_then_retried(own_redis: RedisServer) -> No
     limiter.close()
 
 
+def test_recovery_under_steady_traffic(own_redis: RedisServer) -> None:
+    """Calls during an outage do not postpone the next try: a busy limiter finds a restarted Redis too."""
+    limiter = RateLimiter(DEFAULT_TIERS, own_redis.url, storage_retry_interval=0.3)
+    own_redis.stop()
+    assert not limiter.acquire("k", "free").reserved
+    own_redis.start()
+    started = time.monotonic()
+    while not limiter.acquire("k", "free").reserved:
+        assert time.monotonic() - started < 5, "never tried the storage again"
+        time.sleep(0.02)
+    limiter.close()
+
+
 async def test_async_fail_open_and_recover(own_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     """aacquire follows the same policy: unreserved permits and one warning while Redis is down, limits after."""
     caplog.set_level(logging.WARNING, logger=LOGGER)

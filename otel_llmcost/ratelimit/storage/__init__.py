@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import RateLimitStorage
+from .base import RateLimitStorage, redact
 from .memory import MemoryStorage
 
 StorageFactory = Callable[..., RateLimitStorage]
@@ -47,7 +47,7 @@ def storage_from_uri(uri: str, **options: Any) -> RateLimitStorage:
     factory = _REGISTRY.get(scheme)
     if factory is None:
         raise ValueError(
-            f"no rate-limit storage for {uri.split('://', 1)[0]!r} URIs (in {uri.split('@')[-1]!r}); "
+            f"no rate-limit storage for {scheme!r} URIs (in {redact(uri)!r}); "
             f"known schemes: {', '.join(s + '://' for s in schemes())}"
         )
     if isinstance(factory, str):

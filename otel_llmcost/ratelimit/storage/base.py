@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from ..bucket import BucketPlan, Rejection
 
@@ -60,3 +61,15 @@ class RateLimitStorage(Protocol):
     async def aclose(self) -> None:
         """`close` for asyncio."""
         ...
+
+
+def redact(uri: str) -> str:
+    """`uri` without its password, for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

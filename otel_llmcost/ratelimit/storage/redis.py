@@ -19,10 +19,10 @@ import hashlib
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..bucket import BucketPlan, Rejection
 from ..errors import RateLimitStorageError
+from .base import redact
 
 SCRIPT_NAME = "bucket.lua"
 
@@ -35,18 +35,6 @@ def load_script() -> str:
         .joinpath(SCRIPT_NAME)
         .read_text(encoding="utf-8")
     )
-
-
-def redact(uri: str) -> str:
-    """`uri` without its password, for messages and logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def _import_redis(uri: str) -> Any:
