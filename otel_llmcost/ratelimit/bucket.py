@@ -138,13 +138,14 @@ def refill(state: State, plan: BucketPlan, now: float) -> tuple[float, float, fl
     )
 
 
-def settle(state: State, plan: BucketPlan, delta_tokens: float, now: float) -> None:
+def settle(state: State, delta_tokens: float, now: float) -> None:
     """Charge `delta_tokens` more (positive) or refund (negative) on the token buckets.
 
-    A refund never fills a bucket beyond its capacity; a charge may take it below zero.
+    Applied under the plan the key is kept under now (a call settled after its key changed tier
+    does not move the key back). A refund never fills a bucket beyond its capacity; a charge may
+    take it below zero.
     """
-    if state[4] is not plan:
-        rebase(state, plan, now)
+    plan: BucketPlan = state[4]
     level0, level1, level2 = refill(state, plan, now)
     state[0] = max(now, state[0])
     state[1] = level0

@@ -225,6 +225,22 @@ def test_tier_downgrade_caps_tokens(backend: Backend) -> None:
     assert limiter.remaining("k", "free")["tokens_per_day"] == pytest.approx(50_000, abs=1)
 
 
+def test_settle_after_a_tier_change_keeps_the_new_tier(backend: Backend, approx: Approx) -> None:
+    """A call acquired on the old tier and settled after the key moved up does not move the key back."""
+    tiers = {
+        "small": Tier("small", requests_per_minute=1_000, tokens_per_minute=100),
+        "big": Tier("big", requests_per_minute=1_000, tokens_per_minute=60_000),  # 1000 tokens/s
+    }
+    limiter = backend.make(tiers)
+    permit = limiter.acquire("k", "small", 100)  # small is empty now
+    limiter.acquire("k", "big", 0)  # the key moves up; its tokens refill at big's rate
+    backend.pass_time(0.2)
+    limiter.settle(permit, 0)  # the 100 reserved on small come back: on big, not capped at small's 100
+    left = limiter.remaining("k", "big")["tokens_per_minute"]
+    assert left == approx(300, 60)
+    assert left > 150
+
+
 def test_tier_that_adds_a_limit_starts_it_full(backend: Backend) -> None:
     """A limit the old tier did not set starts full; a limit the new tier drops stops counting."""
     tiers = {

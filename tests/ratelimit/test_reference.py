@@ -35,7 +35,7 @@ def test_memory_matches_reference(seed: int) -> None:
         if rng.random() < 0.2:
             delta = rng.uniform(-200, 400)
             storage.settle("k", plan, delta)
-            bucket.settle(state, plan, delta, now)
+            bucket.settle(state, delta, now)
         else:
             tokens = rng.choice([0, 1, 10, 99.5, 250, 1_000])
             got = storage.acquire("k", plan, tokens)

@@ -94,7 +94,7 @@ class MemoryStorage:
             state = self._states.get(key)
             if state is None:
                 state = self._states[key] = bucket.new_state(now, plan)
-            bucket.settle(state, plan, delta_tokens, now)
+            bucket.settle(state, delta_tokens, now)
 
     def peek(self, key: str, plan: BucketPlan) -> tuple[float, float, float]:
         now = self._clock()

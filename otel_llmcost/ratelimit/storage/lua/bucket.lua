@@ -47,21 +47,27 @@ if stored then
   t, l0, l1, l2 = struct.unpack('dddd', stored)
   local old = string.sub(stored, 33)
   if old ~= signature then
-    -- the key changed tier (bucket.rebase): refill under the old limits, cap at the new ones;
-    -- a limit the new tier does not set has no level, a limit the old one did not set starts full
     local v = {}
     for value in string.gmatch(old, '%S+') do
       v[#v + 1] = value
     end
     local o0, o1, o2, q0, q1, q2 = limits(v[1], v[2], v[3], v[4], v[5], v[6])
-    local dt = math.max(0, now - t)
-    l0 = math.min(c0, math.min(o0, l0 + dt * q0))
-    l1 = math.min(c1, math.min(o1, l1 + dt * q1))
-    l2 = math.min(c2, math.min(o2, l2 + dt * q2))
-    if c0 == INF then l0 = INF end
-    if c1 == INF then l1 = INF end
-    if c2 == INF then l2 = INF end
-    if now > t then t = now end
+    if op == 'settle' then
+      -- a call settled after its key changed tier: applied under the key's current limits
+      -- (bucket.settle), without moving the key back
+      c0, c1, c2, r0, r1, r2, signature = o0, o1, o2, q0, q1, q2, old
+    else
+      -- the key changed tier (bucket.rebase): refill under the old limits, cap at the new ones;
+      -- a limit the new tier does not set has no level, a limit the old one did not set starts full
+      local dt = math.max(0, now - t)
+      l0 = math.min(c0, math.min(o0, l0 + dt * q0))
+      l1 = math.min(c1, math.min(o1, l1 + dt * q1))
+      l2 = math.min(c2, math.min(o2, l2 + dt * q2))
+      if c0 == INF then l0 = INF end
+      if c1 == INF then l1 = INF end
+      if c2 == INF then l2 = INF end
+      if now > t then t = now end
+    end
   end
 end
 
