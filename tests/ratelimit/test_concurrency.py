@@ -103,3 +103,27 @@ def test_processes_never_overdraw_on_redis(redis_server: RedisServer, workers: i
     assert all(process.exitcode == 0 for process in processes)
     assert sum(granted) == CAPACITY
     assert sum(1 for g in granted if g > 0) >= 2, f"no race happened: {granted}"
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+async def test_asyncio_tasks_never_overdraw_with_or_without_pipelining(
+    redis_server: RedisServer, pipeline: bool
+) -> None:
+    """On Redis, 200 tasks get exactly the capacity whether their calls share pipelines or not."""
+    from otel_llmcost.ratelimit import RateLimiter
+
+    options = {"key_prefix": f"test:{uuid.uuid4().hex}", "pipeline": pipeline}
+    limiter = RateLimiter(TIERS, redis_server.url, on_storage_error="closed", storage_options=options)
+
+    async def task() -> bool:
+        try:
+            await limiter.aacquire("shared", "race", TOKENS)
+        except RateLimitExceeded:
+            return False
+        return True
+
+    try:
+        results = await asyncio.gather(*(task() for _ in range(200)))
+        assert sum(results) == CAPACITY
+    finally:
+        await limiter.aclose()

@@ -63,3 +63,21 @@ def test_script_is_reloaded_after_a_flush(redis_server: RedisServer, prefix: str
     assert limiter.storage_errors == 0
     limiter.close()
     client.close()
+
+
+async def test_script_is_reloaded_in_a_pipeline(redis_server: RedisServer, prefix: str) -> None:
+    """Async calls sent together as a pipeline also get the script loaded again after SCRIPT FLUSH."""
+    import asyncio
+
+    limiter = RateLimiter(DEFAULT_TIERS, redis_server.url, storage_options={"key_prefix": prefix})
+    try:
+        await limiter.aacquire("k", "pro")
+        client = redis.Redis.from_url(redis_server.url)
+        client.script_flush()
+        client.close()
+        permits = await asyncio.gather(*(limiter.aacquire("k", "pro") for _ in range(5)))
+        assert all(p.reserved for p in permits)
+        assert limiter.storage_errors == 0
+        assert (await limiter.aremaining("k", "pro"))["requests_per_minute"] == pytest.approx(54, abs=0.5)
+    finally:
+        await limiter.aclose()

@@ -58,8 +58,11 @@ class RedisStorage:
     `socket_connect_timeout` (seconds) bound how long a dead server can hold a call; `retries` is how
     many times a command is retried at once on a broken connection (1 covers a server restart).
     Up to `max_connections` connections per client (one sync, one per event loop); more concurrent
-    callers wait up to `pool_timeout` seconds for one. Other keyword options go to the connections
-    (`redis.BlockingConnectionPool.from_url`, and its asyncio twin).
+    callers wait up to `pool_timeout` seconds for one. With `pipeline` (default), the async calls that
+    the tasks of one event loop make in the same loop iteration go to Redis as one pipeline: one round
+    trip for many scripts, each still atomic on its own (sync calls always make one round trip each).
+    Other keyword options go to the connections (`redis.BlockingConnectionPool.from_url`, and its
+    asyncio twin).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class RedisStorage:
         retries: int = 1,
         max_connections: int = 50,
         pool_timeout: float = 5.0,
+        pipeline: bool = True,
         **options: Any,
     ) -> None:
         del clock  # time comes from the server's TIME, by design
@@ -100,7 +104,8 @@ class RedisStorage:
         )
         self._client = redis.Redis.from_pool(pool)
         self._evalsha = self._client.evalsha
-        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._pipeline = pipeline
+        self._async: tuple[asyncio.AbstractEventLoop, Any, _Batcher] | None = None
 
     def _fail(self, exc: BaseException) -> RateLimitStorageError:
         return RateLimitStorageError(
@@ -147,7 +152,7 @@ class RedisStorage:
         self._client.close()
 
     # -- asyncio --
-    def _async_client(self) -> Any:
+    def _async_client(self) -> tuple[Any, _Batcher]:
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
             import redis.asyncio as aredis
@@ -157,17 +162,21 @@ class RedisStorage:
             pool = aredis.BlockingConnectionPool.from_url(
                 self.uri, retry=Retry(NoBackoff(), self._retries), **self._pool, **self._options
             )
-            self._async = (loop, aredis.Redis.from_pool(pool))
-        return self._async[1]
+            client = aredis.Redis.from_pool(pool)
+            self._async = (loop, client, _Batcher(loop, client, self._sha, self._source, self._no_script))
+        return self._async[1], self._async[2]
 
     async def _acall(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
-        client = self._async_client()
+        client, batcher = self._async_client()
+        args = (self._prefix + key, op, amount, *plan.lua_args)
         try:
+            if self._pipeline:
+                return await batcher.submit(args)
             try:
-                return await client.evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
+                return await client.evalsha(self._sha, 1, *args)
             except self._no_script:
                 await client.script_load(self._source)
-                return await client.evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
+                return await client.evalsha(self._sha, 1, *args)
         except self._errors as exc:
             raise self._fail(exc) from exc
 
@@ -182,7 +191,7 @@ class RedisStorage:
         return _levels(await self._acall("peek", key, 0, plan))
 
     async def areset(self, key: str) -> None:
-        client = self._async_client()
+        client, _ = self._async_client()
         try:
             await client.delete(self._prefix + key)
         except self._errors as exc:
@@ -194,3 +203,68 @@ class RedisStorage:
             self._async = None
             await client.aclose()
         self.close()
+
+
+class _Batcher:
+    """Sends the script calls that the tasks of one event loop make in one loop iteration as one
+    pipeline (no transaction: each script is atomic on its own, as when sent alone)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, client: Any, sha: str, source: str, no_script: type
+    ) -> None:
+        self._loop = loop
+        self._client = client
+        self._sha = sha
+        self._source = source
+        self._no_script = no_script
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        future = self._loop.create_future()
+        self._pending.append((args, future))
+        if len(self._pending) == 1:
+            # after the tasks that are ready now have had their turn (and added their calls)
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = self._loop.create_task(self._send(batch))
+        self._sending.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._execute([args for args, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # the connection failed: every call of the batch failed with it
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for args in calls:
+            pipe.evalsha(self._sha, 1, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, self._no_script)]
+        if unknown:  # first use, restart or SCRIPT FLUSH: load the script, send those calls again
+            await self._client.script_load(self._source)
+            pipe = self._client.pipeline(transaction=False)
+            for i in unknown:
+                pipe.evalsha(self._sha, 1, *calls[i])
+            for i, reply in zip(unknown, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
