@@ -373,6 +373,16 @@ def main() -> None:
             impls.append(
                 ("limits FixedWindow (2 hits)", 2, limits_redis(url, "FixedWindow", True, args.tasks))
             )
+            ping = redis.Redis.from_url(url).ping
+            rows.append(
+                Row(
+                    "redis",
+                    "sequential",
+                    "baseline: redis-py PING (no limiter)",
+                    0,
+                    sequential(lambda: lambda key: ping()),
+                )
+            )
             for label, checked, (make_sync, _) in impls:
                 rows.append(Row("redis", "sequential", label, checked, sequential(make_sync)))
             for label, checked, (make_sync, _) in impls:

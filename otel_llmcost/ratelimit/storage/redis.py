@@ -2,9 +2,14 @@
 
 Every decision is one call of one Lua script (``lua/bucket.lua``, package data beside this module):
 all the buckets of a key live in one Redis string (packed doubles and the signature of the tier's
-limits) and are checked and debited together, or not at all, however many clients race. The script reads the server's ``TIME``, never the client's clock, so
-replicas whose clocks disagree still agree on every bucket (the limiter's `clock` is not used here).
-A key's state expires by itself once all its buckets would be full again.
+limits) and are checked and debited together, or not at all, however many clients race. The
+script reads the server's ``TIME``, never the client's clock, so replicas whose clocks disagree
+still agree on every bucket (the limiter's `clock` is not used here). A key's state expires by
+itself once all its buckets would be full again. Async calls made in the same event-loop iteration
+share one pipeline (one round trip); each script in it is still atomic on its own.
+
+A call retried after a broken connection (`retries`) may run twice if the first reply was lost:
+the key is then charged twice, which errs on the side of refusing, never of letting more through.
 
 Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://``, as `redis.Redis.from_url` reads them.
 Needs the ``redis`` client (``pip install 'otel-llmcost[redis]'``), imported when a storage is made;
