@@ -766,3 +766,23 @@ async def test_async_helper_never_entered_warns_as_without_us(llm_server, tracer
         otel_llmcost.uninstrument()
     assert traced == bare
     assert llm_server.requests == []
+
+
+def test_sdk_deprecation_warning_still_shown(tmp_path, llm_server):
+    """The SDK's DeprecationWarning for a retiring model still reaches a script's stderr when instrumented."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import os, anthropic, otel_llmcost\n"
+        "otel_llmcost.instrument()\n"
+        "c = anthropic.Anthropic(base_url=os.environ['BASE'], api_key='k', max_retries=0)\n"
+        "c.messages.create(model='claude-sonnet-4-5', max_tokens=5, messages=[{'role': 'user', 'content': 'hi'}])\n"
+    )
+    env = {**os.environ, "BASE": llm_server.anthropic_base_url, "ANTHROPIC_OPEN_TELEMETRY": "false"}
+    env.pop("PYTHONWARNINGS", None)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "DeprecationWarning: The model 'claude-sonnet-4-5' is deprecated" in result.stderr

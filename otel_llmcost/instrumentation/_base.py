@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,10 @@ class LLMCostInstrumentor(BaseInstrumentor):
         raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def _instrument(self, **kwargs: Any) -> None:
+        # An SDK's own warnings (a deprecated model, say) point `stacklevel` frames up, which is now our
+        # wrapper instead of the app; Python would then hide a DeprecationWarning that it shows for the
+        # app's own code. Show those once per place, as the app would have seen them.
+        warnings.filterwarnings("default", category=DeprecationWarning, module=r"otel_llmcost\.instrumentation\.")
         telemetry = kwargs.get("telemetry")
         if telemetry is None:
             # Instrumentors started one by one with no settings (opentelemetry-instrument) share one
