@@ -4,14 +4,24 @@ Storage by URI: ``memory://``, ``sqlite:///path.db``, ``redis://host:6379/0`` (s
 An entry is never served outside its tenant and request namespace (see `.keys`).
 """
 
+from .embedders import CallableEmbedder, HashingEmbedder, MiniLMEmbedder, OpenAIEmbedder
 from .errors import CacheConfigError, CacheStorageError
 from .exact import CacheStats, ExactCache
 from .index import VectorIndex
 from .keys import Namespace, cacheable, canonical_json, exact_key, split_conversation, stable_hash
+from .policy import Guard, GuardedPolicy, ThresholdPolicy, default_guards
 from .semantic import Decision, Embedder, Hit, HitPolicy, LookupContext, SemanticCache, SemanticStats
 from .storage import CacheStorage, open_storage, register_storage
 
 __all__ = [
+    "CallableEmbedder",
+    "Guard",
+    "GuardedPolicy",
+    "HashingEmbedder",
+    "MiniLMEmbedder",
+    "OpenAIEmbedder",
+    "ThresholdPolicy",
+    "default_guards",
     "CacheConfigError",
     "CacheStats",
     "CacheStorage",

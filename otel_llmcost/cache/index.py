@@ -37,6 +37,7 @@ __all__ = ["VectorIndex"]
 
 _MAGIC = b"LLMCVIX1"
 _LEN = struct.Struct(">Q")
+_BLOCK = 512
 
 
 def _hnswlib() -> Any:
@@ -143,7 +144,12 @@ class VectorIndex:
         n = len(self._row_ids)
         if n == 0:
             return []
-        sims = self._vectors[:n] @ vector
+        # In blocks of _BLOCK rows: BLAS stays on this thread (a multi-threaded matrix-vector product
+        # costs ~10x more CPU when the cores are busy, measured on 2-core machines).
+        sims = np.empty(n, dtype=np.float32)
+        for start in range(0, n, _BLOCK):
+            stop = min(start + _BLOCK, n)
+            np.matmul(self._vectors[start:stop], vector, out=sims[start:stop])
         k = min(k, n)
         top = np.argpartition(-sims, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-sims[top], kind="stable")]

@@ -267,3 +267,14 @@ def test_redis_down_raises_then_recovers(own_redis: RedisServer, clock: FakeCloc
     hit = cache.lookup(ns(), "will it rain in york")
     assert hit is not None and hit.payload == b"yes again"
     cache.close()
+
+
+def test_entry_claiming_another_namespace_is_never_served(make_cache: Any) -> None:
+    """An entry filed under namespace B whose payload says it belongs to A (a bug or tampering) is not served in B."""
+    from otel_llmcost.cache.semantic import _encode
+
+    cache = make_cache()
+    a, b = ns("tenant-a"), ns("tenant-b")
+    vector = cache.embedder.embed(["what is my pin"])[0]
+    cache.storage.add(b.id, "planted", vector.tobytes(), _encode(a.id, "what is my pin", b"A's pin"))
+    assert cache.lookup(b, "what is my pin") is None

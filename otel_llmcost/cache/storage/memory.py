@@ -127,9 +127,10 @@ class MemoryStorage:
             space = self._spaces.get(namespace, {})
             found: list[tuple[int, str, bytes]] = []
             expired: list[str] = []
-            for entry_id, seq in space.items():
+            # a namespace's dict is in seq order (a re-add moves its id to the end): read back from the end
+            for entry_id, seq in reversed(space.items()):
                 if seq <= after:
-                    continue
+                    break
                 item = self._items[("v", namespace, entry_id)]
                 if item.expires_at <= now:
                     expired.append(entry_id)

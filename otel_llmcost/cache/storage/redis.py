@@ -152,9 +152,11 @@ class RedisStorage:
         prefix = f"{self._base}:v:{namespace}:"
         entries: list[tuple[str, bytes]] = []
         cursor = after
+        def page(after_seq: int) -> Any:
+            return self._fetch_script(keys=[ns_key], args=[after_seq, repr(self._clock()), _PAGE, prefix])
+
         while True:
-            args = [cursor, repr(self._clock()), _PAGE, prefix]
-            out = self._run("fetch_vectors", lambda a=args: self._fetch_script(keys=[ns_key], args=a))  # type: ignore[misc]
+            out = self._run("fetch_vectors", lambda: page(cursor))  # noqa: B023 - called at once
             last = int(float(out[0]))
             for i in range(1, len(out), 2):
                 entries.append((bytes(out[i]).decode("ascii"), bytes(out[i + 1])))
