@@ -68,7 +68,8 @@ def test_refill_over_time(backend: Backend, approx: Approx) -> None:
     with pytest.raises(RateLimitExceeded) as info:
         limiter.acquire("k", "minute", 5)
     assert info.value.limit == "tokens_per_minute"
-    assert info.value.retry_after == approx(0.5, 0.05)  # 5 tokens at 10 tokens/s
+    assert info.value.retry_after == approx(0.5, 0.2)  # 5 tokens at 10 tokens/s
+    assert info.value.retry_after <= 0.5
     backend.pass_time(info.value.retry_after)
     limiter.acquire("k", "minute", 5)
 
@@ -80,10 +81,10 @@ def test_tokens_per_day_independent_of_requests(backend: Backend, approx: Approx
     with pytest.raises(RateLimitExceeded) as info:
         limiter.acquire("k", "daily", 200)
     assert info.value.limit == "tokens_per_day"
-    assert info.value.retry_after == approx(100 / (1_000 / 86_400), 1.0)  # 100 tokens short: 8640 s
+    assert info.value.retry_after == approx(100 / (1_000 / 86_400), 10.0)  # 100 tokens short: 8640 s
     assert info.value.requested == 200 and info.value.capacity == 1_000
     left = limiter.remaining("k", "daily")
-    assert left["requests_per_minute"] == approx(9, 0.1)  # the refused call took nothing
+    assert left["requests_per_minute"] == approx(9, 0.5)  # the refused call took nothing
     assert left["tokens_per_day"] == approx(100, 0.1)
     limiter.acquire("k", "daily", 100)  # exactly what is left passes
     with pytest.raises(RateLimitExceeded) as info:
@@ -111,9 +112,8 @@ def test_refused_call_reserves_nothing(backend: Backend, approx: Approx) -> None
         limiter.acquire("k", "t", 200)  # fits tokens/min (600 left) but not tokens/day (100 left)
     assert info.value.limit == "tokens_per_day"
     after = limiter.remaining("k", "t")
-    for name in before:
-        assert after[name] == approx(before[name], 0.1)
-        assert after[name] >= before[name] - 1e-9
+    for name in before:  # only refill since: nothing taken (a taken call would be 1 request or 200 tokens)
+        assert before[name] - 1e-9 <= after[name] < before[name] + 0.5
 
 
 def test_the_limit_that_frees_last_is_reported(backend: Backend, approx: Approx) -> None:
@@ -124,17 +124,17 @@ def test_the_limit_that_frees_last_is_reported(backend: Backend, approx: Approx)
     with pytest.raises(RateLimitExceeded) as info:
         limiter.acquire("k", "t", 50)  # requests: 60 s away; tokens: 50 tokens at 100/day = 43200 s
     assert info.value.limit == "tokens_per_day"
-    assert info.value.retry_after == approx(43_200, 1.0)
+    assert info.value.retry_after == approx(43_200, 10.0)
 
 
 def test_settle_refunds_unused_tokens(backend: Backend, approx: Approx) -> None:
     """settle with fewer tokens than estimated gives the difference back."""
     limiter = backend.make(DEFAULT_TIERS)
     permit = limiter.acquire("k", "free", 5_000)
-    assert limiter.remaining("k", "free")["tokens_per_day"] == approx(45_000, 1)
+    assert limiter.remaining("k", "free")["tokens_per_day"] == approx(45_000, 5)
     limiter.settle(permit, 1_200)
-    assert limiter.remaining("k", "free")["tokens_per_day"] == approx(48_800, 1)
-    assert limiter.remaining("k", "free")["requests_per_minute"] == approx(9, 0.1)  # the request stays used
+    assert limiter.remaining("k", "free")["tokens_per_day"] == approx(48_800, 5)
+    assert limiter.remaining("k", "free")["requests_per_minute"] == approx(9, 0.5)  # the request stays used
 
 
 def test_settle_charges_extra_and_may_go_negative(backend: Backend, approx: Approx) -> None:
@@ -142,11 +142,11 @@ def test_settle_charges_extra_and_may_go_negative(backend: Backend, approx: Appr
     limiter = backend.make(DEFAULT_TIERS)
     permit = limiter.acquire("k", "free", 1_000)
     limiter.settle(permit, 60_000)
-    assert limiter.remaining("k", "free")["tokens_per_day"] == approx(-10_000, 1)
+    assert limiter.remaining("k", "free")["tokens_per_day"] == approx(-10_000, 5)
     with pytest.raises(RateLimitExceeded) as info:
         limiter.acquire("k", "free", 0)  # even a call estimated at 0 tokens waits for the debt to clear
     assert info.value.limit == "tokens_per_day"
-    assert info.value.retry_after == approx(10_000 / (50_000 / 86_400), 2.0)  # 17280 s
+    assert info.value.retry_after == approx(10_000 / (50_000 / 86_400), 10.0)  # 17280 s
 
 
 def test_refund_never_fills_past_capacity(backend: Backend) -> None:
@@ -165,7 +165,7 @@ async def test_async_acquire_and_settle(backend: Backend, approx: Approx) -> Non
         permit = await limiter.aacquire("k", "free", 2_000)
         await limiter.asettle(permit, 500)
         left = await limiter.aremaining("k", "free")
-        assert left["tokens_per_day"] == approx(49_500, 1)
+        assert left["tokens_per_day"] == approx(49_500, 5)
         for _ in range(9):
             await limiter.aacquire("k", "free", 1)
         with pytest.raises(RateLimitExceeded) as info:
@@ -237,8 +237,11 @@ def test_settle_after_a_tier_change_keeps_the_new_tier(backend: Backend, approx:
     backend.pass_time(0.2)
     limiter.settle(permit, 0)  # the 100 reserved on small come back: on big, not capped at small's 100
     left = limiter.remaining("k", "big")["tokens_per_minute"]
-    assert left == approx(300, 60)
-    assert left > 150
+    assert (
+        left >= 300 - 1e-6
+    )  # 100 back plus 0.2 s or more of refill at 1000/s; capped at 100 it would be 100
+    if backend.exact:
+        assert left == pytest.approx(300)
 
 
 def test_tier_that_adds_a_limit_starts_it_full(backend: Backend) -> None:

@@ -24,9 +24,9 @@ def test_skewed_clients_agree_on_redis(redis_server: RedisServer, skew: float) -
         a.acquire("k", "free")
     with pytest.raises(RateLimitExceeded) as from_b:
         b.acquire("k", "free")
-    assert from_b.value.retry_after == pytest.approx(from_a.value.retry_after, abs=0.25)
-    assert 5.5 < from_b.value.retry_after <= 6.0
-    assert b.remaining("k", "free") == pytest.approx(a.remaining("k", "free"), abs=0.05)
+    assert from_b.value.retry_after == pytest.approx(from_a.value.retry_after, abs=0.5)
+    assert 4.0 < from_b.value.retry_after <= 6.0  # b's clock is minutes off, yet it waits for a's burst
+    assert b.remaining("k", "free") == pytest.approx(a.remaining("k", "free"), abs=0.2)
     assert clock_a.reads == 0 and clock_b.reads == 0  # Redis never asked the clients' clocks
     a.close()
     b.close()
@@ -44,4 +44,7 @@ def test_redis_time_moves_buckets(backend: Backend) -> None:
     limiter = backend.make({"t": {"tokens_per_minute": 60}})
     limiter.acquire("k", "t", 60)
     backend.pass_time(0.3)
-    assert limiter.remaining("k", "t")["tokens_per_minute"] == pytest.approx(0.3, abs=0.15)
+    left = limiter.remaining("k", "t")["tokens_per_minute"]  # 1 token/s
+    assert 0.3 - 1e-6 <= left < 1.5
+    if backend.exact:
+        assert left == pytest.approx(0.3)
