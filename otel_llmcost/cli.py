@@ -90,6 +90,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(store=args.store, calls=args.calls)
 
 
+def _cmd_route_eval(args: argparse.Namespace) -> int:
+    from .routing.evaluate import main as route_eval
+
+    return route_eval(args.arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-llmcost", description=__doc__)
     parser.add_argument("--version", action="version", version=f"otel-llmcost {__version__}")
@@ -114,11 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("--prices-file", default=None, help="price file with overrides (default: "
                                                           "$OTEL_LLMCOST_PRICES_FILE)")
     prices.set_defaults(func=_cmd_prices)
+
+    route_eval = sub.add_parser("route-eval", add_help=False,
+                                help="score a routing classifier on labelled queries and show what routing would "
+                                     "cost and trade (`otel-llmcost route-eval --help`)")
+    route_eval.add_argument("arguments", nargs=argparse.REMAINDER)
+    route_eval.set_defaults(func=_cmd_route_eval)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["route-eval"]:
+        # Its options (--help included) belong to route-eval's own parser, untouched by ours.
+        from .routing.evaluate import main as route_eval
+
+        return route_eval(arguments[1:])
+    args = build_parser().parse_args(arguments)
     return int(args.func(args))
 
 
