@@ -16,7 +16,9 @@ returns.
 One local index per namespace (`VectorIndex`: exact search while small, HNSW beyond), built from the
 storage the first time a namespace is used in this process and topped up from it every
 `sync_interval` seconds (other replicas' entries, with Redis). At most `max_local_namespaces` indexes
-are kept; the least recently used is dropped and rebuilt from the storage when asked again.
+are kept; the least recently used is dropped and rebuilt from the storage when asked again. Each
+namespace's index has a lock of its own, so threads looking up different namespaces do not wait for
+each other (hnswlib searches release the GIL).
 Entries the storage expired or evicted are dropped from the index when a lookup meets them.
 """
 
@@ -135,10 +137,11 @@ def _decode(blob: bytes) -> tuple[str, str, bytes]:
 class _Local:
     """One namespace's local index and how far it has read the storage."""
 
-    __slots__ = ("index", "cursor", "synced_at")
+    __slots__ = ("index", "cursor", "synced_at", "lock")
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
+        self.lock = threading.Lock()
         self.cursor = 0
         self.synced_at = float("-inf")
 
@@ -197,15 +200,20 @@ class SemanticCache:
         return np.ascontiguousarray(vectors[0])
 
     def _local(self, ns_id: str) -> _Local:
-        """The namespace's index, synced with the storage when due. Call with self._lock held."""
-        local = self._locals.get(ns_id)
-        if local is None:
-            local = _Local(self._new_index(self.dim))
-            self._locals[ns_id] = local
-            while len(self._locals) > self.max_local_namespaces:
-                self._locals.popitem(last=False)
-        else:
-            self._locals.move_to_end(ns_id)
+        """The namespace's local index (made when missing), most recently used."""
+        with self._lock:
+            local = self._locals.get(ns_id)
+            if local is None:
+                local = _Local(self._new_index(self.dim))
+                self._locals[ns_id] = local
+                while len(self._locals) > self.max_local_namespaces:
+                    self._locals.popitem(last=False)
+            else:
+                self._locals.move_to_end(ns_id)
+            return local
+
+    def _sync(self, ns_id: str, local: _Local) -> None:
+        """Add the namespace's entries stored since the last sync, when due. Call with local.lock held."""
         now = self._clock()
         if now - local.synced_at >= self.sync_interval:
             batch = self.storage.fetch_vectors(ns_id, after=local.cursor)
@@ -215,7 +223,6 @@ class SemanticCache:
                 local.index.add(ids, vecs.reshape(len(ids), self.dim))
             local.cursor = batch.cursor
             local.synced_at = now
-        return local
 
     # -- API --
     def lookup(self, namespace: Namespace, query_text: str, context: LookupContext | None = None) -> Hit | None:
@@ -230,16 +237,16 @@ class SemanticCache:
         ns_id = namespace.id
         vector = self._embed(query_text)
         try:
-            with self._lock:
-                candidates = self._local(ns_id).index.search(vector, self.k)
+            local = self._local(ns_id)
+            with local.lock:  # one lock per namespace: lookups in other namespaces go on meanwhile
+                self._sync(ns_id, local)
+                candidates = local.index.search(vector, self.k)
             rejected = False
             for entry_id, similarity in candidates:
                 entry = self.storage.entry(ns_id, entry_id)
-                if entry is None:
-                    with self._lock:
-                        local = self._locals.get(ns_id)
-                        if local is not None:
-                            local.index.remove(entry_id)
+                if entry is None:  # expired or evicted from the storage
+                    with local.lock:
+                        local.index.remove(entry_id)
                     continue
                 stored_ns, stored_query, payload = _decode(entry.payload)
                 if stored_ns != ns_id:  # never serve across namespaces, whatever the index said
@@ -282,8 +289,10 @@ class SemanticCache:
         blob = _encode(ns_id, query_text, bytes(payload))
         try:
             self.storage.add(ns_id, entry_id, vector.tobytes(), blob, ttl if ttl is not None else self.ttl)
-            with self._lock:
-                self._local(ns_id).index.add([entry_id], vector[None, :])
+            local = self._local(ns_id)
+            with local.lock:
+                self._sync(ns_id, local)
+                local.index.add([entry_id], vector[None, :])
         except CacheStorageError:
             self._count("errors")
             raise
@@ -295,7 +304,8 @@ class SemanticCache:
         ns_id = namespace.id
         with self._lock:
             local = self._locals.get(ns_id)
-            if local is not None:
+        if local is not None:
+            with local.lock:
                 local.index.remove(entry_id)
         return self.storage.remove(ns_id, entry_id)
 
@@ -308,7 +318,8 @@ class SemanticCache:
     def local_index_sizes(self) -> dict[str, int]:
         """Entries in each namespace's local index (by namespace id): for tests and diagnostics."""
         with self._lock:
-            return {ns: len(local.index) for ns, local in self._locals.items()}
+            locals_ = list(self._locals.items())
+        return {ns: len(local.index) for ns, local in locals_}
 
     def clear(self) -> None:
         """Remove every entry from the storage and drop the local indexes."""

@@ -278,3 +278,27 @@ def test_entry_claiming_another_namespace_is_never_served(make_cache: Any) -> No
     vector = cache.embedder.embed(["what is my pin"])[0]
     cache.storage.add(b.id, "planted", vector.tobytes(), _encode(a.id, "what is my pin", b"A's pin"))
     assert cache.lookup(b, "what is my pin") is None
+
+
+def test_concurrent_tenants_get_only_their_own_answers(make_cache: Any) -> None:
+    """Eight threads, one tenant each, storing and looking up the same questions at once: each gets only its own answers."""
+    import threading
+
+    cache = make_cache(sync_interval=0)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(15):
+                cache.store(ns(f"tenant-{t}"), f"shared question number {i}", f"{t}:{i}".encode())
+                hit = cache.lookup(ns(f"tenant-{t}"), f"question number {i} shared")
+                assert hit is not None and hit.payload.startswith(f"{t}:".encode())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
