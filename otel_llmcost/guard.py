@@ -20,10 +20,12 @@ from . import names
 from .budget.breaker import BudgetBreaker
 from .budget.engine import BudgetEngine, Hints
 from .budget.levels import Level
+from .errors import ModelNotAllowedError
 from .pricing import PriceCatalog
 from .pricing.estimate import estimate_request
 from .ratelimit.errors import RateLimitExceeded
 from .ratelimit.limiter import Permit, RateLimiter
+from .routing import Router, RouteRequest
 from .telemetry import Call, CallResult, Served
 
 _log = logging.getLogger(__name__)
@@ -40,13 +42,6 @@ class CallCache(Protocol):
 
     def prepare_store(self, call: Call, kwargs: dict[str, Any], endpoint: Any) -> None:
         """Arrange for the call's response to be stored when the call ends well."""
-
-
-class CallRouter(Protocol):
-    """Model routing as the guard uses it (see `otel_llmcost.routing`): a pure decision."""
-
-    def choose(self, call: Call, kwargs: dict[str, Any], hints: Hints | None) -> str | None:
-        """The model to send this call to, or None to keep the requested one."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ class CostGuard:
         rate_limit_policy: RateLimitPolicy | None = None,
         budget: BudgetEngine | None = None,
         cache: CallCache | None = None,
-        router: CallRouter | None = None,
+        router: Router | None = None,
         rejections: Any = None,
     ) -> None:
         self.catalog = catalog
@@ -152,19 +147,20 @@ class CostGuard:
 
     def _route(self, call: Call, kwargs: dict[str, Any], hints: Hints | None) -> dict[str, Any]:
         model = kwargs.get("model")
-        if self.router is not None and isinstance(model, str):
-            try:
-                chosen = self.router.choose(call, kwargs, hints)
-            except Exception:
-                _log.debug("otel-llmcost: routing failed; keeping the requested model", exc_info=True)
-                chosen = None
-            if chosen and chosen != model:
-                call.reroute(chosen, model)
-                return {**kwargs, "model": chosen}
+        if self.router is None or not isinstance(model, str):
+            if hints is not None and hints.level >= Level.THROTTLE and self.breaker is not None:
+                return self.breaker.throttle(call, kwargs, hints)
             return kwargs
-        if hints is not None and hints.level >= Level.THROTTLE and self.breaker is not None:
-            return self.breaker.throttle(call, kwargs, hints)
-        return kwargs
+        tier = call.who.get(names.LLMCOST_USER_TIER)
+        decision = self.router.route(RouteRequest.from_call(model, call.provider, kwargs), tier, hints)
+        call.span.set_attribute("llmcost.route.complexity", decision.complexity)
+        if not decision.allowed:
+            raise ModelNotAllowedError(model, tier, decision.reason)
+        if decision.model == model:
+            return kwargs
+        call.reroute(decision.model, model)
+        call.span.set_attribute("llmcost.route.reason", decision.reason)
+        return {**kwargs, "model": decision.model}
 
     # -- after the call ------------------------------------------------------------------------
     def _settle_permit(self, permit: Permit | None, tokens: int) -> None:
@@ -190,7 +186,7 @@ def install_guard(
     rate_limit_policy: RateLimitPolicy | None = None,
     budget: BudgetEngine | None = None,
     cache: CallCache | None = None,
-    router: CallRouter | None = None,
+    router: Router | None = None,
 ) -> CostGuard:
     """Put a `CostGuard` with the given parts in the call path of every instrumented SDK.
 

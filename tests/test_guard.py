@@ -118,3 +118,48 @@ def test_unknown_tier_is_not_limited(instrumented, client, caplog):
     with otel_llmcost.attributes(user_id="x", tier="platinum"):
         client.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
     assert "tier 'platinum' has no rate limits configured" in caplog.text
+
+
+def test_routing_sends_simple_queries_to_the_cheap_model(instrumented, client, span_exporter):
+    """With routing on, a simple question asked of gpt-4o by a pro user goes to gpt-4o-mini; a complex
+    one keeps gpt-4o; the span says why."""
+    from otel_llmcost.routing import Router
+
+    install_guard(router=Router())
+    with otel_llmcost.attributes(user_id="p", tier="pro"):
+        simple = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello"}])
+        complex_ = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": (
+            "Analyze the trade-offs between microservices and a monolith for a payments platform, "
+            "step by step, with failure modes, data consistency and migration plan.")}])
+    assert simple.model == "gpt-4o-mini" and complex_.model == "gpt-4o"
+    first, second = llmcost_spans(span_exporter)
+    assert first.attributes["llmcost.route.from_model"] == "gpt-4o"
+    assert first.attributes["llmcost.route.complexity"] == "simple"
+    assert "llmcost.route.from_model" not in second.attributes
+    assert second.attributes["llmcost.route.complexity"] == "complex"
+
+
+def test_free_tier_never_gets_a_model_it_may_not_use(instrumented, client, span_exporter):
+    """A free-tier user asking for gpt-4o is served by the tier's allowed model, whatever the query."""
+    from otel_llmcost.routing import Router
+
+    install_guard(router=Router())
+    with otel_llmcost.attributes(user_id="f", tier="free"):
+        response = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": (
+            "Prove that the halting problem is undecidable, then design a distributed consensus algorithm.")}])
+    assert response.model == "gpt-4o-mini"
+    assert "may not use" in llmcost_spans(span_exporter)[0].attributes["llmcost.route.reason"]
+
+
+def test_tier_without_any_model_of_the_provider_is_refused(instrumented, llm_server, span_exporter):
+    """A tier that allows no model of the call's provider refuses the call with ModelNotAllowedError."""
+    from otel_llmcost.errors import ModelNotAllowedError
+    from otel_llmcost.routing import Router
+
+    install_guard(router=Router())
+    client = anthropic.Anthropic(base_url=llm_server.anthropic_base_url, api_key="k", max_retries=0)
+    with otel_llmcost.attributes(user_id="f", tier="free"), pytest.raises(ModelNotAllowedError) as info:
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=20, messages=MSGS)
+    assert info.value.tier == "free"
+    assert llm_server.requests == [] or all("/messages" not in r.path for r in llm_server.requests)
+    assert llmcost_spans(span_exporter)[0].attributes["error.type"] == "ModelNotAllowedError"
