@@ -293,3 +293,14 @@ def test_redis_prefixes_are_apart(redis_server: RedisServer) -> None:
         a.clear()
         a.close()
         b.close()
+
+
+def test_sqlite_bound_holds_with_two_writers_on_one_file(tmp_path: Path) -> None:
+    """Two storages (two processes) writing one file keep it near the bound: each re-reads the row count."""
+    uri = f"sqlite:///{tmp_path}/shared.db"
+    a, b = open_storage(uri, max_entries=100), open_storage(uri, max_entries=100)
+    for i in range(600):
+        (a if i % 2 else b).set(f"k{i}", b"x")
+    assert len(a) <= 100 + 256
+    a.close()
+    b.close()

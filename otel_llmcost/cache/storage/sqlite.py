@@ -3,8 +3,8 @@
 One table (``llmcost_cache`` unless ``?table=`` names another) holds both kinds of entry; its
 ``seq`` column (AUTOINCREMENT, renewed on every write) is the cursor of `fetch_vectors`. Last access
 is written at most every `touch_interval` seconds per entry, so a hot hit stays a read. The size bound
-is kept by this process's count of rows, re-read from the file whenever it says the bound is passed,
-so processes sharing the file keep it too; eviction drops expired rows first, then least recently
+is kept by this process's count of rows, re-read from the file every 256 writes and whenever it says
+the bound is passed, so processes sharing the file keep it too (give or take their last 256 writes); eviction drops expired rows first, then least recently
 accessed ones. WAL lets readers in other processes go on while one writes.
 """
 
@@ -22,6 +22,7 @@ from ..errors import CacheConfigError, CacheStorageError
 from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock
 
 _NO_EXPIRY = 1e308
+_RECOUNT_EVERY = 256
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 T = TypeVar("T")
 
@@ -80,6 +81,7 @@ class SQLiteStorage:
                 """
             )
             self._count = int(self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
+            self._writes = 0
         except (sqlite3.Error, OSError) as exc:
             raise CacheStorageError(self.uri, "open", exc) from exc
 
@@ -141,6 +143,9 @@ class SQLiteStorage:
             )
             if not existed:
                 self._count += 1
+            self._writes += 1
+            if self._writes % _RECOUNT_EVERY == 0:  # other processes' rows count too
+                self._count = int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             if self.max_entries is not None and self._count > self.max_entries:
                 self._evict(db, now, self.max_entries)
 
