@@ -6,6 +6,7 @@ The commands only parse arguments and call into the parts that own the logic.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -90,10 +91,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(store=args.store, calls=args.calls)
 
 
-def _cmd_route_eval(args: argparse.Namespace) -> int:
-    from .routing.evaluate import main as route_eval
-
-    return route_eval(args.arguments)
+# Commands whose whole command line belongs to a part's own `main(argv)`.
+_DELEGATED = {
+    "route-eval": ("otel_llmcost.routing.evaluate",
+                   "score a routing classifier on labelled queries and show what routing would cost and trade"),
+    "cache-eval": ("otel_llmcost.cache.evaluate",
+                   "hit and false-hit rates of the semantic cache on labelled pairs, per category, and the "
+                   "best threshold for a target false-hit rate"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,21 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "$OTEL_LLMCOST_PRICES_FILE)")
     prices.set_defaults(func=_cmd_prices)
 
-    route_eval = sub.add_parser("route-eval", add_help=False,
-                                help="score a routing classifier on labelled queries and show what routing would "
-                                     "cost and trade (`otel-llmcost route-eval --help`)")
-    route_eval.add_argument("arguments", nargs=argparse.REMAINDER)
-    route_eval.set_defaults(func=_cmd_route_eval)
+    for name, (_module, text) in _DELEGATED.items():
+        delegated = sub.add_parser(name, add_help=False, help=f"{text} (`otel-llmcost {name} --help`)")
+        delegated.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["route-eval"]:
-        # Its options (--help included) belong to route-eval's own parser, untouched by ours.
-        from .routing.evaluate import main as route_eval
-
-        return route_eval(arguments[1:])
+    if arguments[:1] and arguments[0] in _DELEGATED:
+        # Their options (--help included) belong to the command's own parser, untouched by ours.
+        module = importlib.import_module(_DELEGATED[arguments[0]][0])
+        return int(module.main(arguments[1:]))
     args = build_parser().parse_args(arguments)
     return int(args.func(args))
 

@@ -154,3 +154,17 @@ def test_otlp_configuration_disables_embedded_mode(variable) -> None:
     assert otlp_configured({variable: "http://collector:4318" if "ENDPOINT" in variable else "otlp"})
     assert not otlp_configured({"OTEL_TRACES_EXPORTER": "none"})
     assert not otlp_configured({})
+
+
+def test_eval_commands_are_delegated(tmp_path, capsys) -> None:
+    """`otel-llmcost cache-eval` and `route-eval` hand their whole command line to their part's parser."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"a": "What is the return policy?", "b": "What is the return policy?", "same_answer": true}\n'
+                     '{"a": "Cancel my order", "b": "Track my order", "same_answer": false}\n')
+    assert main(["cache-eval", str(pairs), "--embedder", "hashing"]) == 0
+    out = capsys.readouterr().out
+    assert "hit rate" in out.lower() and "false" in out.lower()
+    labelled = tmp_path / "routes.jsonl"
+    labelled.write_text('{"text": "Hello", "label": "simple"}\n')
+    assert main(["route-eval", str(labelled)]) == 0
+    assert "accuracy" in capsys.readouterr().out.lower()
