@@ -217,9 +217,12 @@ class SemanticCache:
         now = self._clock()
         if now - local.synced_at >= self.sync_interval:
             batch = self.storage.fetch_vectors(ns_id, after=local.cursor)
-            if batch.entries:
-                ids = [e for e, _ in batch.entries]
-                vecs = np.frombuffer(b"".join(v for _, v in batch.entries), dtype=np.float32)
+            # Ids already held are this process's own stores (or a replica storing the same query):
+            # an id is the hash of namespace and query text, so its vector is the same.
+            fresh = [(e, v) for e, v in batch.entries if e not in local.index]
+            if fresh:
+                ids = [e for e, _ in fresh]
+                vecs = np.frombuffer(b"".join(v for _, v in fresh), dtype=np.float32)
                 local.index.add(ids, vecs.reshape(len(ids), self.dim))
             local.cursor = batch.cursor
             local.synced_at = now
