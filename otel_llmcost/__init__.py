@@ -12,6 +12,7 @@ import importlib.util
 import logging
 from typing import Any
 
+from ._control import cache_control
 from ._version import __version__
 from .context import attributes
 from .context import current as current_attributes
@@ -27,6 +28,7 @@ __all__ = [
     "Usage",
     "__version__",
     "attributes",
+    "cache_control",
     "current_attributes",
     "instrument",
     "instrumentors",

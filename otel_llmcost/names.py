@@ -51,6 +51,8 @@ GEN_AI_USAGE_COST: Final = "gen_ai.usage.cost"
 # --- Ours ------------------------------------------------------------------------------------------
 LLMCOST_CACHE_STATUS: Final = "llmcost.cache.status"
 LLMCOST_COST_SAVED: Final = "llmcost.cost.saved"
+LLMCOST_CACHE_TIER: Final = "llmcost.cache.tier"
+LLMCOST_CACHE_SIMILARITY: Final = "llmcost.cache.similarity"
 LLMCOST_PRICE_KNOWN: Final = "llmcost.price.known"
 LLMCOST_PRICE_SOURCE: Final = "llmcost.price.source"
 LLMCOST_BATCH: Final = "llmcost.batch"

@@ -94,7 +94,9 @@ class Reply:
     merged); totals are recomputed from the parts unless given. `error_body` replaces the default
     provider error JSON for a status >= 400. `cut_after_chunks` sends that many SSE events of a stream,
     then closes the connection without the rest (a non-streaming request gets no response at all).
-    `times` is how many matching requests the script answers before it is used up.
+    `times` is how many matching requests the script answers before it is used up. `finish` replaces the
+    computed finish reason (OpenAI `finish_reason`, Anthropic `stop_reason`, Gemini `finishReason`), e.g.
+    `content_filter`, `refusal` or `SAFETY`.
     """
 
     provider: str | None = None
@@ -107,6 +109,7 @@ class Reply:
     cut_after_chunks: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     times: int = 1
+    finish: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider is not None and self.provider not in _PROVIDERS:
@@ -355,6 +358,9 @@ class _Call:
     def model(self, requested: str) -> str:
         return self.reply.model if self.reply and self.reply.model is not None else requested
 
+    def finish(self, computed: str) -> str:
+        return self.reply.finish if self.reply and self.reply.finish is not None else computed
+
     def usage(self, computed: dict[str, Any], total_key: str | None = None,
               parts: Iterable[str] = ()) -> dict[str, Any]:
         override = self.reply.usage if self.reply else None
@@ -394,7 +400,7 @@ def _openai_chat_plan(call: _Call, body: dict[str, Any]) -> dict[str, Any]:
                                       "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
     }, "total_tokens", ("prompt_tokens", "completion_tokens"))
     return {"id": "chatcmpl-" + call.server._new_id(), "created": int(time.time()), "model": call.model(model),
-            "text": text, "finish": "length" if truncated else "stop", "usage": usage}
+            "text": text, "finish": call.finish("length" if truncated else "stop"), "usage": usage}
 
 
 def _openai_chat_json(plan: dict[str, Any]) -> dict[str, Any]:
@@ -710,7 +716,8 @@ def _anthropic_message(call: _Call, body: dict[str, Any], service_tier: str = "s
     })
     return {"id": "msg_01" + call.server._new_id(22), "type": "message", "role": "assistant",
             "model": call.model(model), "content": [{"type": "text", "text": text}],
-            "stop_reason": "max_tokens" if truncated else "end_turn", "stop_sequence": None, "usage": usage}
+            "stop_reason": call.finish("max_tokens" if truncated else "end_turn"), "stop_sequence": None,
+            "usage": usage}
 
 
 def _anthropic_messages(call: _Call) -> _Response:
@@ -831,7 +838,7 @@ def _google_generate(call: _Call) -> _Response:
     usage = call.usage(usage, "totalTokenCount",
                        ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "toolUsePromptTokenCount"))
     head = {"modelVersion": call.model(model), "responseId": call.server._new_id(16)}
-    finish = "MAX_TOKENS" if truncated else "STOP"
+    finish = call.finish("MAX_TOKENS" if truncated else "STOP")
 
     def response(part: str, final: bool, meta: dict[str, Any]) -> dict[str, Any]:
         candidate: dict[str, Any] = {"content": {"parts": [{"text": part}], "role": "model"}, "index": 0}

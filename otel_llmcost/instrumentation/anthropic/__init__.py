@@ -74,13 +74,14 @@ class AnthropicInstrumentor(LLMCostInstrumentor):
 
     def _patches(self) -> Iterable[Patch]:
         state = self.state
-        messages = MessagesEndpoint(self._capture)
         ledger = batch_ledger
-        for module, batches in ((_MESSAGES, _BATCHES), (_BETA_MESSAGES, _BETA_BATCHES)):
+        for module, batches, beta in ((_MESSAGES, _BATCHES, False), (_BETA_MESSAGES, _BETA_BATCHES, True)):
+            messages = MessagesEndpoint(self._capture, beta=beta)
+            parse = MessagesEndpoint(self._capture, beta=beta, method="parse")
             for cls, make, asynchronous in (("", sync_wrapper, False), ("Async", async_wrapper, True)):
                 call = make(state, messages)
                 yield Patch(module, f"{cls}Messages.create", call)
-                yield Patch(module, f"{cls}Messages.parse", call)
+                yield Patch(module, f"{cls}Messages.parse", make(state, parse))
                 yield Patch(module, f"{cls}Messages.stream", _stream_helper_wrapper(state, call, asynchronous))
                 yield Patch(batches, f"{cls}Batches.results", _results_wrapper(state, ledger, asynchronous))
 
@@ -112,6 +113,12 @@ class _OnAwait:
         return self._make().__await__()
 
 
+def _close(coroutine: Any) -> None:
+    close = getattr(coroutine, "close", None)
+    if callable(close):
+        close()
+
+
 def _stream_helper_wrapper(state: Instrumentation, call: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:
     """`messages.stream()` posts by itself rather than through `create`: route the request its manager
     sends on enter through the same call wrapper, and give the app the SDK's manager, unchanged otherwise."""
@@ -135,15 +142,24 @@ def _stream_helper_wrapper(state: Instrumentation, call: Callable[..., Any], asy
                 return getattr(fresh, attribute)
 
             if asynchronous:
+                sent = False
+
                 def send_async(*_: Any, **call_kwargs: Any) -> Any:
+                    nonlocal sent
+                    sent = True
                     if call_kwargs == request_kwargs:
                         return request  # the SDK's coroutine, awaited by the wrapper on __aenter__
-                    close = getattr(request, "close", None)  # a coroutine never to be awaited: silence it
-                    if callable(close):
-                        close()
+                    _close(request)  # a coroutine never to be awaited: silence it
                     return rebuilt(call_kwargs)
 
-                setattr(manager, attribute, _OnAwait(lambda: call(send_async, instance, (), request_kwargs)))
+                async def enter() -> Any:
+                    try:
+                        return await call(send_async, instance, (), request_kwargs)
+                    finally:
+                        if not sent:  # a guard answered (a cache hit): the SDK's request is never sent
+                            _close(request)
+
+                setattr(manager, attribute, _OnAwait(enter))
             else:
                 def send(*_: Any, **call_kwargs: Any) -> Any:
                     return request() if call_kwargs == request_kwargs else rebuilt(call_kwargs)()

@@ -63,13 +63,19 @@ def _json(value: Any) -> str:
 
 
 class MessagesEndpoint:
-    """`messages.create` / `parse` and the `messages.stream` helper (stable and beta), sync and async."""
+    """`messages.create` / `parse` and the `messages.stream` helper (stable and beta), sync and async.
+
+    `beta`: the `client.beta.messages` resource (its answers are the `Beta*` types); `method`: `create`
+    (the stream helper too) or `parse` (the answer is the SDK's parsed type).
+    """
 
     provider = PROVIDER
     operation = "chat"
 
-    def __init__(self, capture_content: Any) -> None:
+    def __init__(self, capture_content: Any, *, beta: bool = False, method: str = "create") -> None:
         self._capture = capture_content
+        self.beta = beta
+        self.method = method
         self._stream_types: tuple[type, ...] | None = None
 
     def request(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -45,14 +45,16 @@ class OpenAIInstrumentor(LLMCostInstrumentor):
         state = self.state
         capture = self._capture
         chat = OpenAIEndpoint("chat", capture)
+        chat_parse = OpenAIEndpoint("chat", capture, method="parse")
         responses = OpenAIEndpoint("responses", capture)
+        responses_parse = OpenAIEndpoint("responses", capture, method="parse")
         embeddings = OpenAIEndpoint("embeddings", capture)
         batches = BatchEndpoint()
         for cls, make in (("", sync_wrapper), ("Async", async_wrapper)):
             yield Patch(_CHAT, f"{cls}Completions.create", make(state, chat))
-            yield Patch(_CHAT, f"{cls}Completions.parse", make(state, chat))
+            yield Patch(_CHAT, f"{cls}Completions.parse", make(state, chat_parse))
             yield Patch(_RESPONSES, f"{cls}Responses.create", make(state, responses))
-            yield Patch(_RESPONSES, f"{cls}Responses.parse", make(state, responses))
+            yield Patch(_RESPONSES, f"{cls}Responses.parse", make(state, responses_parse))
             yield Patch(_EMBEDDINGS, f"{cls}Embeddings.create", make(state, embeddings))
         yield Patch(_BATCHES, "Batches.retrieve", _batch_wrapper(state, batches, asynchronous=False))
         yield Patch(_BATCHES, "AsyncBatches.retrieve", _batch_wrapper(state, batches, asynchronous=True))

@@ -53,11 +53,18 @@ def _content_json(value: Any) -> str:
     return json.dumps(value, default=lambda o: getattr(o, "model_dump", lambda: str(o))(), ensure_ascii=False)
 
 
-class OpenAIEndpoint:
-    """One OpenAI method; `kind` says which API shape it speaks."""
+class AddedStreamOptions(dict[str, Any]):
+    """`stream_options` we added to a Chat Completions stream to have it report usage (the app did not
+    ask): whoever replays the stream (the response cache) leaves the usage-only chunk out, as we do."""
 
-    def __init__(self, kind: str, capture_content: Any) -> None:
+
+class OpenAIEndpoint:
+    """One OpenAI method; `kind` says which API shape it speaks, `method` which call (`create` or
+    `parse`, whose answer is the SDK's parsed type)."""
+
+    def __init__(self, kind: str, capture_content: Any, method: str = "create") -> None:
         self.kind = kind  # "chat", "responses", "embeddings"
+        self.method = method
         self.provider = "openai"
         self.operation = "embeddings" if kind == "embeddings" else "chat"
         self._capture = capture_content
@@ -85,7 +92,7 @@ class OpenAIEndpoint:
         if asked or env_choice(OTEL_LLMCOST_OPENAI_STREAM_USAGE, ("request", "estimate"), "request") == "estimate":
             return kwargs, ChatStreamAccumulator(False, prompt_chars, self._capture())
         # The app did not ask for usage: ask for it, and hide the extra usage-only chunk from the app.
-        new_options = dict(options) if isinstance(options, dict) else {}
+        new_options = AddedStreamOptions(options) if isinstance(options, dict) else AddedStreamOptions()
         new_options["include_usage"] = True
         return {**kwargs, "stream_options": new_options}, ChatStreamAccumulator(True, prompt_chars, self._capture())
 
