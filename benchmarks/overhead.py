@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,7 @@ VENV = ROOT / "benchmarks" / ".venv"
 VENV_PY = VENV / "bin" / "python"
 SETUP_STATE = VENV / "otel-llmcost-bench.json"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+RESULTS = ROOT / "benchmarks" / "results"  # raw rounds of each run (git-ignored)
 START, END = "<!-- overhead:start -->", "<!-- overhead:end -->"
 
 MODEL = "gpt-4o-mini"
@@ -109,7 +111,7 @@ DURATION_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01 ... 81.92 s
 TOKEN_BUCKETS = [4**i for i in range(14)]  # 1 ... 67108864
 # The floor's price: fixed numbers, as hand-written code would carry (USD per token).
 FLOOR_PRICE_IN, FLOOR_PRICE_CACHED, FLOOR_PRICE_OUT = 0.15e-6, 0.075e-6, 0.6e-6
-REWARM = 5  # untimed calls at the start of each block
+REWARM = 2  # untimed calls at the start of each block
 COUNTED_CALLS = 20  # calls whose function calls are counted, after the timed ones
 
 
@@ -317,6 +319,8 @@ def worker(variant: str, base_url: str, warmup: int, profile: str | None, profil
         wall, cpu = perf_counter() - wall0, process_time() - cpu0
         made += REWARM + n
         print(json.dumps({"wall": wall / n, "cpu": cpu / n}), flush=True)
+    else:  # stdin closed without "done": the orchestrator is gone
+        return
 
     calls_per_call = _count_function_calls(call, request, COUNTED_CALLS)
     tracer_provider.force_flush()
@@ -613,18 +617,6 @@ class LoadMeter:
         busy, total, ours = (a - b for a, b in zip(after, before, strict=True))
         return max(0, busy - ours) / total * self.cpus if total > 0 else 0.0
 
-    def wait_quiet(self, limit: float, patience: float) -> float:
-        """Wait (up to `patience` seconds) for one second in which other work uses at most `limit` cores."""
-        if not self.available:
-            return 0.0
-        deadline = time.monotonic() + patience
-        while True:
-            before = self.snapshot()
-            time.sleep(1.0)
-            load = self.foreign(before, self.snapshot())
-            if load <= limit or time.monotonic() >= deadline:
-                return load
-
 
 @dataclass
 class Round:
@@ -641,9 +633,8 @@ def benchmark(variants: list[Variant], sessions: int, rounds: int, block: int, w
     A round takes a few seconds, so a variant's block and bare's block of the same round saw nearly
     the same machine: their difference is the variant's added cost. Other work on a shared machine
     still inflates the CPU time of whatever runs beside it (caches, memory bandwidth, preemption), so
-    each round waits for a quiet moment and is marked quiet only if other processes used at most
-    `quiet` cores while it ran; a session goes on until it has `rounds` quiet rounds or its share of
-    `max_minutes` is used.
+    a round is marked quiet only if other processes used at most `quiet` cores while it ran; a session
+    goes on until it has `rounds` quiet rounds or its share of `max_minutes` is used.
     """
     samples = {v.name: Samples(v) for v in variants}
     done: list[Round] = []
@@ -660,8 +651,8 @@ def benchmark(variants: list[Variant], sessions: int, rounds: int, block: int, w
             for w in workers:
                 w.ready()
             quiet_rounds = r = 0
+            foreign = 0.0
             while quiet_rounds < rounds and (time.monotonic() - started < budget or r < 2):
-                waited = meter.wait_quiet(quiet, patience=20.0)
                 shift = (r + session) % len(workers)
                 order = workers[shift:] + workers[:shift]
                 if r % 2:
@@ -677,8 +668,9 @@ def benchmark(variants: list[Variant], sessions: int, rounds: int, block: int, w
                 done.append(Round(session, cpu, wall, foreign))
                 r += 1
                 quiet_rounds += foreign <= quiet
-                log(f"  round {r:>3} ({quiet_rounds}/{rounds} quiet; other work {foreign:.2f} cores, "
-                    f"{waited:.2f} before)  CPU µs/call: " + "  ".join(f"{n} {cpu[n]:.0f}" for n in cpu))
+                if r % 10 == 0 or quiet_rounds == rounds:
+                    log(f"  round {r:>4} ({quiet_rounds}/{rounds} quiet; other work {foreign:.2f} cores)  "
+                        "CPU µs/call: " + "  ".join(f"{n} {cpu[n]:.0f}" for n in cpu))
             for w in workers:
                 summary = w.finish()
                 s = samples[w.variant.name]
@@ -811,8 +803,9 @@ def section(samples: dict[str, Samples], missing: dict[str, str], notes: list[st
             environment: dict[str, str]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in environment.items() if k != "python")
     used = (f"{params['used']} of {params['total']} rounds, those during which other processes used at "
-            f"most {params['quiet']} cores" if params["all_quiet"] else
-            f"all {params['total']} rounds (too few were quiet)")
+            f"most {params['quiet']} cores (median {params['foreign']:.2f})" if params["all_quiet"] else
+            f"all {params['total']} rounds, as too few were quiet (other processes used a median "
+            f"{params['foreign']:.2f} cores meanwhile)")
     nice = "" if params["nice"] is None else f" at nice {params['nice']}"
     body = [
         START,
@@ -825,7 +818,7 @@ def section(samples: dict[str, Samples], missing: dict[str, str], notes: list[st
         f"{params['sessions']} sessions of fresh processes, one per variant{nice}, each warmed up with "
         f"{params['warmup']} calls; in each round every variant times a block of {params['block']} calls, in "
         "a rotated order, against one loopback server in a process of its own. Figures come from "
-        f"{used} (median {params['foreign']:.2f} cores of other work). *Wall* and *CPU* (the client "
+        f"{used}. *Wall* and *CPU* (the client "
         "process's, all its threads) are medians over those blocks, with the interquartile range in "
         "brackets. *Added CPU* is the median over rounds of the variant's block minus `bare`'s block of "
         "the same round, with a 95% confidence interval of that median in square brackets. *Function "
@@ -911,10 +904,10 @@ def profile(variant: str, url: str, calls: int, warmup: int, profiler: str) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setup", action="store_true", help="create or refresh benchmarks/.venv and exit")
-    parser.add_argument("--quick", action="store_true", help="a short run (1 session × 6 rounds × 50 calls)")
+    parser.add_argument("--quick", action="store_true", help="a short run (1 session × 20 rounds)")
     parser.add_argument("--sessions", type=int, help="sessions of fresh processes (default 3)")
-    parser.add_argument("--rounds", type=int, help="rounds per session (default 30)")
-    parser.add_argument("--block", type=int, help="timed calls per variant and round (default 100)")
+    parser.add_argument("--rounds", type=int, help="quiet rounds wanted per session (default 150)")
+    parser.add_argument("--block", type=int, help="timed calls per variant and round (default 20)")
     parser.add_argument("--warmup", type=int, help="warm-up calls per process (default 200)")
     parser.add_argument("--quiet", type=float, default=0.25,
                         help="a round counts when other processes used at most this many cores (default 0.25)")
@@ -933,8 +926,8 @@ def main() -> None:
 
     quick = args.quick
     sessions = args.sessions or (1 if quick else 3)
-    rounds = args.rounds or (6 if quick else 30)
-    block = args.block or (50 if quick else 100)
+    rounds = args.rounds or (20 if quick else 150)
+    block = args.block or 20
     warmup = args.warmup if args.warmup is not None else (50 if quick else 200)
     args.max_minutes = args.max_minutes or (3 if quick else 25)
 
@@ -963,6 +956,7 @@ def main() -> None:
     if args.profile and args.profile not in BY_NAME:
         raise SystemExit(f"unknown variant {args.profile!r}")
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the workers and the server are ended
     code_at_start = code_state()
     server, url = start_server()
     log(f"loopback server at {url} (pid {server.pid}); measuring {code_at_start}")
@@ -982,6 +976,11 @@ def main() -> None:
     quiet_rounds = [r for r in all_rounds if r.foreign_cores <= args.quiet]
     enough = len(quiet_rounds) >= max(3, len(all_rounds) // 4, sessions * rounds // 3)
     fill(samples, quiet_rounds if enough else all_rounds)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    raw.write_text(json.dumps({"rounds": [vars(r) for r in all_rounds],
+                               "workers": {n: s.last for n, s in samples.items()}}, indent=1))
+    log(f"raw rounds in {raw.relative_to(ROOT)}")
     notes = checks(samples)
     if not enough:
         notes.append(f"Only {len(quiet_rounds)} of {len(all_rounds)} rounds ran while other work used at most "
