@@ -93,6 +93,7 @@ class CostGuard:
         if hints is not None and hints.cache_only and self.breaker is not None:
             self._settle_permit(permit, 0)
             raise self.breaker.exceeded(self.breaker.attributes(call), hints)
+        requested = kwargs
         kwargs = self._route(call, kwargs, hints)
         ticket = None
         if self.breaker is not None and self.budget is not None:
@@ -104,7 +105,9 @@ class CostGuard:
                 raise
         if self.cache is not None:
             try:
-                self.cache.prepare_store(call, kwargs, endpoint)
+                # Keyed by what the app asked for, so the next identical request finds the answer
+                # whichever model routing sent this one to (the response names that model).
+                self.cache.prepare_store(call, requested, endpoint)
             except Exception:
                 _log.debug("otel-llmcost: preparing the cache store failed", exc_info=True)
         if permit is not None or ticket is not None:

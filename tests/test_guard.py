@@ -163,3 +163,21 @@ def test_tier_without_any_model_of_the_provider_is_refused(instrumented, llm_ser
     assert info.value.tier == "free"
     assert llm_server.requests == [] or all("/messages" not in r.path for r in llm_server.requests)
     assert llmcost_spans(span_exporter)[0].attributes["error.type"] == "ModelNotAllowedError"
+
+
+def test_routed_answer_is_cached_for_the_request_the_app_made(instrumented, client, llm_server, span_exporter):
+    """With routing and the exact cache on, a repeated simple question is served from the cache although
+    the first answer came from the cheaper model routing chose."""
+    from otel_llmcost.cache import ExactCache
+    from otel_llmcost.cache.callpath import ResponseCache
+    from otel_llmcost.routing import Router
+
+    install_guard(router=Router(), cache=ResponseCache(ExactCache()))
+    with otel_llmcost.attributes(user_id="p", tier="pro"):
+        first = client.chat.completions.create(model="gpt-4o", temperature=0,
+                                               messages=[{"role": "user", "content": "Hello"}])
+        second = client.chat.completions.create(model="gpt-4o", temperature=0,
+                                                messages=[{"role": "user", "content": "Hello"}])
+    assert first.model == second.model == "gpt-4o-mini"
+    assert sum(r.path.endswith("/chat/completions") for r in llm_server.requests) == 1
+    assert llmcost_spans(span_exporter)[1].attributes["llmcost.cache.status"] == "exact_hit"
