@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from .environment_variables import OTEL_LLMCOST_STORE, OTEL_LLMCOST_SUMMARY, env_bool
+from .environment_variables import OTEL_LLMCOST_CONFIG, OTEL_LLMCOST_STORE, OTEL_LLMCOST_SUMMARY, env_bool
 from .store import LocalStoreSpanExporter, format_summary, summarize
 from .telemetry import Telemetry
 
@@ -90,8 +90,15 @@ def start(
     if set_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-    telemetry = otel_llmcost.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
-                                        **instrument_kwargs)
+    if os.environ.get(OTEL_LLMCOST_CONFIG):
+        # Budgets, rate limits, caches and routing from the config file, around the same providers.
+        from .setup import configure
+
+        telemetry = configure(tracer_provider=tracer_provider, meter_provider=meter_provider,
+                              **instrument_kwargs).telemetry
+    else:
+        telemetry = otel_llmcost.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
+                                            **instrument_kwargs)
     session = EmbeddedSession(
         store=path, run_id=run, tracer_provider=tracer_provider, meter_provider=meter_provider,
         telemetry=telemetry,
