@@ -181,7 +181,7 @@ def bench_index(sizes: list[int], queries: int) -> list[str]:
         truth = exact_top1(data, q)
         ids = [f"e{i}" for i in range(n)]
         before = rss()
-        index = VectorIndex(DIM)
+        index = VectorIndex(DIM, expansion_search=64)
         c0, t0 = time.process_time(), time.perf_counter()
         step = 10_000
         for s in range(0, n, step):
