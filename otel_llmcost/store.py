@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS calls (
     incomplete INTEGER,
     estimated INTEGER,
     batch INTEGER,
+    route_from_model TEXT,
+    budget_level TEXT,
     PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (start_unix_nano);
@@ -65,7 +67,7 @@ _COLUMNS = (
     "request_model", "response_model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_tokens", "reasoning_tokens", "cost_usd", "price_known", "cache_status", "saved_usd",
     "user_id", "tenant_id", "tier", "feature", "error_type", "time_to_first_chunk", "incomplete",
-    "estimated", "batch",
+    "estimated", "batch", "route_from_model", "budget_level",
 )
 
 
@@ -108,6 +110,7 @@ def _row(span: ReadableSpan, run_id: str | None) -> tuple[Any, ...] | None:
         attrs.get(names.LLMCOST_USER_TIER), attrs.get(names.LLMCOST_FEATURE), attrs.get(names.ERROR_TYPE),
         attrs.get(names.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK), flag(names.LLMCOST_STREAM_INCOMPLETE),
         flag(names.LLMCOST_USAGE_ESTIMATED), flag(names.LLMCOST_BATCH),
+        attrs.get(names.LLMCOST_ROUTE_FROM_MODEL), attrs.get(names.LLMCOST_BUDGET_LEVEL),
     )
 
 

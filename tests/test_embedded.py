@@ -117,8 +117,10 @@ def test_demo_prints_cost_summary(tmp_path, capsys) -> None:
     assert main(["demo", "--calls", "12", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "otel-llmcost: cost of this run" in out
-    assert "gpt-5.4" in out and "claude-sonnet-4-6" in out
+    assert "gpt-5.4" in out and "claude-haiku-4-5" in out
     assert "acme-llm-7b" in out and "no known price" in out
+    assert "saving" in out and "cache hit rate" in out and "routed to cheaper" in out
+    assert "ALERT [WARN]" in out and "ALERT [THROTTLE]" in out and "ALERT [STOP]" in out
     cached = sqlite3.connect(store).execute("SELECT sum(cache_read_tokens) FROM calls").fetchone()[0]
     assert cached and cached > 0  # the long system prompt is cached by the providers after the first call
 
