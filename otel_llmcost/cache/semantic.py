@@ -137,11 +137,12 @@ def _decode(blob: bytes) -> tuple[str, str, bytes]:
 class _Local:
     """One namespace's local index and how far it has read the storage."""
 
-    __slots__ = ("index", "cursor", "synced_at", "lock")
+    __slots__ = ("index", "cursor", "epoch", "synced_at", "lock")
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
         self.lock = threading.Lock()
+        self.epoch = ""
         self.cursor = 0
         self.synced_at = float("-inf")
 
@@ -217,6 +218,12 @@ class SemanticCache:
         now = self._clock()
         if now - local.synced_at >= self.sync_interval:
             batch = self.storage.fetch_vectors(ns_id, after=local.cursor)
+            if local.epoch and batch.epoch != local.epoch:
+                # The storage's contents were recreated (e.g. Redis restarted empty): our cursor means
+                # nothing there and our entries are gone. Start the namespace's index again.
+                local.index = self._new_index(self.dim)
+                batch = self.storage.fetch_vectors(ns_id, after=0)
+            local.epoch = batch.epoch
             # Ids already held are this process's own stores (or a replica storing the same query):
             # an id is the hash of namespace and query text, so its vector is the same.
             fresh = [(e, v) for e, v in batch.entries if e not in local.index]

@@ -302,3 +302,21 @@ def test_concurrent_tenants_get_only_their_own_answers(make_cache: Any) -> None:
     for th in threads:
         th.join()
     assert errors == []
+
+
+def test_replica_follows_after_redis_restarts_empty(own_redis: RedisServer, clock: FakeClock) -> None:
+    """After Redis restarts empty, a replica drops its stale index and finds what another replica stores next."""
+    a = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), own_redis.url, clock=clock, sync_interval=1)
+    b = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), own_redis.url, clock=clock, sync_interval=1)
+    for i in range(5):
+        a.store(ns(), f"old question {i} about rain", b"old")
+    assert b.lookup(ns(), "old question 0 about rain") is not None
+    own_redis.kill()
+    own_redis.start()
+    a.store(ns(), "new question about snow", b"new")  # seq restarts at 1 on the new server
+    clock.advance(2)
+    hit = b.lookup(ns(), "new question about snow")
+    assert hit is not None and hit.payload == b"new"
+    assert b.local_index_sizes()[ns().id] == 1  # the old entries left the index
+    a.close()
+    b.close()

@@ -304,3 +304,37 @@ def test_sqlite_bound_holds_with_two_writers_on_one_file(tmp_path: Path) -> None
     assert len(a) <= 100 + 256
     a.close()
     b.close()
+
+
+def test_epoch_is_stable_while_contents_live(make_storage: StorageMaker) -> None:
+    """fetch_vectors names the same epoch call after call, so cursors stay valid."""
+    s = make_storage()
+    s.add("ns", "e", _vec(1), b"p")
+    first = s.fetch_vectors("ns").epoch
+    assert first and s.fetch_vectors("ns", after=5).epoch == first
+
+
+def test_sqlite_epoch_survives_reopen(tmp_path: Path) -> None:
+    """A reopened SQLite file keeps its epoch (cursors saved before a restart stay valid); a new file has another."""
+    uri = f"sqlite:///{tmp_path}/epoch.db"
+    s = open_storage(uri)
+    epoch = s.fetch_vectors("ns").epoch
+    s.close()
+    again = open_storage(uri)
+    assert again.fetch_vectors("ns").epoch == epoch
+    again.close()
+    other = open_storage(f"sqlite:///{tmp_path}/other.db")
+    assert other.fetch_vectors("ns").epoch != epoch
+    other.close()
+
+
+def test_redis_epoch_changes_when_the_server_restarts_empty(own_redis: RedisServer) -> None:
+    """Two clients share one epoch; after Redis restarts empty the epoch is a new one."""
+    a, b = open_storage(own_redis.url), open_storage(own_redis.url)
+    epoch = a.fetch_vectors("ns").epoch
+    assert b.fetch_vectors("ns").epoch == epoch
+    own_redis.kill()
+    own_redis.start()
+    assert a.fetch_vectors("ns").epoch not in ("", epoch)
+    a.close()
+    b.close()

@@ -64,10 +64,15 @@ class SemanticEntry:
 
 @dataclass(frozen=True)
 class VectorBatch:
-    """Vectors of one namespace added after a cursor, and the cursor to pass next time."""
+    """Vectors of one namespace added after a cursor, and the cursor to pass next time.
+
+    `epoch` names the storage's contents: it changes when they are recreated (a Redis server restarted
+    empty, a SQLite file replaced), and a cursor of another epoch means nothing: start again from 0.
+    """
 
     entries: list[tuple[str, bytes]]
     cursor: int
+    epoch: str = ""
 
 
 @runtime_checkable
@@ -99,7 +104,7 @@ class CacheStorage(Protocol):
         """Remove a semantic entry; whether there was one."""
 
     def fetch_vectors(self, namespace: str, after: int = 0) -> VectorBatch:
-        """Live entries of the namespace added after cursor `after` (0: all), oldest first."""
+        """Live entries of the namespace added after cursor `after` (0: all), oldest first, and the epoch."""
 
     def __len__(self) -> int:
         """Entries stored, both kinds (may count expired ones not yet purged)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 
 from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock
@@ -45,6 +46,7 @@ class MemoryStorage:
         # namespace -> {entry id: seq}, seq increasing with each add
         self._spaces: dict[str, dict[str, int]] = {}
         self._seq = 0
+        self._epoch = uuid.uuid4().hex
 
     def _expiry(self, ttl: float | None) -> float:
         ttl = self.default_ttl if ttl is None else ttl
@@ -140,7 +142,7 @@ class MemoryStorage:
                 self._drop(("v", namespace, entry_id))
             found.sort()
             cursor = max([after, *(s for s, _, _ in found)])
-            return VectorBatch([(e, v) for _, e, v in found], cursor)
+            return VectorBatch([(e, v) for _, e, v in found], cursor, self._epoch)
 
     def __len__(self) -> int:
         with self._lock:

@@ -6,7 +6,9 @@ Keys (all with the hash tag ``{prefix}`` so every script touches one cluster slo
 - ``{prefix}:v:<namespace>:<id>``: a semantic entry, also its vector ``x``;
 - ``{prefix}:ns:<namespace>``: sorted set of the namespace's entry ids by sequence number (the cursor
   of `fetch_vectors`, so replicas follow each other's additions);
-- ``{prefix}:lru``: sorted set of entry keys by last access (only with a size bound), ``{prefix}:seq``.
+- ``{prefix}:lru``: sorted set of entry keys by last access (only with a size bound), ``{prefix}:seq``
+  (the sequence counter) and ``{prefix}:epoch`` (a random id made by the first reader: a server that
+  restarts empty gets a new one, which tells replicas to rebuild their indexes).
 
 Each write or read is one Lua script (package data in ``lua/``), so the size bound holds whichever
 replica writes. Expiry is checked against our clock and also set as the Redis TTL, so expired entries
@@ -16,6 +18,7 @@ imported when the storage is opened.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -56,6 +59,7 @@ class RedisStorage:
         self._base = f"{{{prefix}}}"
         self._lru = f"{self._base}:lru"
         self._seq = f"{self._base}:seq"
+        self._epoch_key = f"{self._base}:epoch"
         self._put_script = client.register_script(_script_text("put"))
         self._get_script = client.register_script(_script_text("get"))
         self._del_script = client.register_script(_script_text("delete"))
@@ -153,17 +157,19 @@ class RedisStorage:
         entries: list[tuple[str, bytes]] = []
         cursor = after
         def page(after_seq: int) -> Any:
-            return self._fetch_script(keys=[ns_key], args=[after_seq, repr(self._clock()), _PAGE, prefix])
+            args = [after_seq, repr(self._clock()), _PAGE, prefix, uuid.uuid4().hex]
+            return self._fetch_script(keys=[ns_key, self._epoch_key], args=args)
 
         while True:
             out = self._run("fetch_vectors", lambda: page(cursor))  # noqa: B023 - called at once
+            epoch = bytes(out[1]).decode("ascii")
             last = int(float(out[0]))
-            for i in range(1, len(out), 2):
+            for i in range(2, len(out), 2):
                 entries.append((bytes(out[i]).decode("ascii"), bytes(out[i + 1])))
             if last == cursor:
                 break
             cursor = last
-        return VectorBatch(entries, cursor)
+        return VectorBatch(entries, cursor, epoch)
 
     def _keys(self) -> list[bytes]:
         return list(self._client.scan_iter(match=f"{self._base}:*", count=1000))

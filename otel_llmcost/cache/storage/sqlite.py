@@ -14,6 +14,7 @@ import os
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -78,8 +79,11 @@ class SQLiteStorage:
                 CREATE INDEX IF NOT EXISTS {t}_lru ON {t}(accessed_at);
                 CREATE INDEX IF NOT EXISTS {t}_exp ON {t}(expires_at);
                 CREATE INDEX IF NOT EXISTS {t}_ns ON {t}(namespace, seq) WHERE namespace IS NOT NULL;
+                CREATE TABLE IF NOT EXISTS {t}_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """
             )
+            self._db.execute(f"INSERT OR IGNORE INTO {t}_meta VALUES ('epoch', ?)", (uuid.uuid4().hex,))
+            self._epoch = str(self._db.execute(f"SELECT value FROM {t}_meta WHERE name='epoch'").fetchone()[0])
             self._count = int(self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             self._writes = 0
         except (sqlite3.Error, OSError) as exc:
@@ -212,7 +216,7 @@ class SQLiteStorage:
                 (namespace, after, self._clock()),
             ).fetchall()
             cursor = rows[-1][0] if rows else after
-            return VectorBatch([(r[1], bytes(r[2])) for r in rows], int(cursor))
+            return VectorBatch([(r[1], bytes(r[2])) for r in rows], int(cursor), self._epoch)
 
         return self._run("fetch_vectors", op)
 
