@@ -210,3 +210,27 @@ def test_alerts_as_opentelemetry_log_and_span(tracer_provider, span_exporter):
     assert "monthly" in record.body
     span = [s for s in span_exporter.get_finished_spans() if s.name == "llmcost.budget.alert"][0]
     assert span.attributes["llmcost.budget.limit"] == 1.0 and span.events[0].name == "llmcost.budget.alert"
+
+
+def test_at_stop_cached_answers_are_served_and_the_rest_refused(instrumented, client, llm_server, span_exporter):
+    """Past the stop level the guard still serves what the cache holds, and refuses everything else."""
+    from otel_llmcost.cache import ExactCache
+    from otel_llmcost.cache.callpath import ResponseCache
+    from otel_llmcost.guard import install_guard
+
+    engine = BudgetEngine([Budget("monthly", D("0.01"))], sinks=[])
+    install_guard(budget=engine, cache=ResponseCache(ExactCache()))
+    faq = [{"role": "user", "content": "What is the return policy?"}]
+    client.chat.completions.create(model="gpt-4o", temperature=0, messages=faq)
+    engine.record_cost(D("0.0096"), {})  # spend seen elsewhere takes the budget past 95%
+    cached = client.chat.completions.create(model="gpt-4o", temperature=0, messages=faq)
+    with pytest.raises(BudgetExceededError) as info:
+        client.chat.completions.create(model="gpt-4o", temperature=0,
+                                       messages=[{"role": "user", "content": "Something new"}])
+    assert cached.choices[0].message.content
+    assert info.value.budget == "monthly" and "resets at" in str(info.value)
+    spans = llmcost_spans(span_exporter)
+    assert spans[1].attributes["llmcost.cache.status"] == "exact_hit"
+    assert spans[1].attributes["llmcost.budget.level"] == "stop"
+    assert spans[2].attributes["error.type"] == "BudgetExceededError"
+    assert sum(r.path.endswith("/chat/completions") for r in llm_server.requests) == 1
