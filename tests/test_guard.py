@@ -181,3 +181,25 @@ def test_routed_answer_is_cached_for_the_request_the_app_made(instrumented, clie
     assert first.model == second.model == "gpt-4o-mini"
     assert sum(r.path.endswith("/chat/completions") for r in llm_server.requests) == 1
     assert llmcost_spans(span_exporter)[1].attributes["llmcost.cache.status"] == "exact_hit"
+
+
+def test_google_calls_are_guarded_sync_async_and_stream(instrumented, llm_server):
+    """The guard's rate limit applies to Gemini calls: sync, async and streamed."""
+    from google import genai
+    from google.genai import types
+
+    install_guard(limiter=RateLimiter({"three": {"requests_per_minute": 3}}),
+                  rate_limit_policy=RateLimitPolicy(default_tier="three"))
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=llm_server.google_base_url))
+    client.models.generate_content(model="gemini-2.5-flash", contents="hello")
+    for _ in client.models.generate_content_stream(model="gemini-2.5-flash", contents="hello"):
+        pass
+
+    async def one() -> None:
+        await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hello")
+
+    import asyncio
+
+    asyncio.run(one())
+    with pytest.raises(RateLimitExceeded):
+        client.models.generate_content(model="gemini-2.5-flash", contents="hello")
