@@ -25,6 +25,7 @@ Entries the storage expired or evicted are dropped from the index when a lookup 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
 import time
@@ -137,12 +138,13 @@ def _decode(blob: bytes) -> tuple[str, str, bytes]:
 class _Local:
     """One namespace's local index and how far it has read the storage."""
 
-    __slots__ = ("index", "cursor", "epoch", "synced_at", "lock")
+    __slots__ = ("index", "cursor", "epoch", "synced_at", "lock", "loaded")
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
         self.lock = threading.Lock()
         self.epoch = ""
+        self.loaded = False
         self.cursor = 0
         self.synced_at = float("-inf")
 
@@ -152,6 +154,10 @@ class SemanticCache:
 
     `k`: candidates put to the policy per lookup. `ttl` (seconds, None: no expiry) and `max_entries`
     go to the storage. `index_factory(dim)` makes a namespace's index (default `VectorIndex`).
+    `index_dir`: where `save_indexes` (and `close`) write the namespaces' HNSW graphs, and where a
+    namespace's index is read from when first used, then topped up from the storage, instead of
+    being rebuilt from every stored vector (a 100k graph takes minutes of CPU to build, a second to
+    read). A saved index is used only while the storage keeps the epoch it was saved in.
     """
 
     def __init__(
@@ -167,6 +173,7 @@ class SemanticCache:
         sync_interval: float = 1.0,
         max_local_namespaces: int = 10_000,
         index_factory: Callable[[int], VectorIndex] | None = None,
+        index_dir: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
     ) -> None:
         if np is None:  # pragma: no cover - depends on the environment
@@ -184,6 +191,7 @@ class SemanticCache:
         self.storage = storage if storage is not None else open_storage(
             storage_uri, max_entries=max_entries, ttl=ttl, clock=clock
         )
+        self.index_dir = os.fspath(index_dir) if index_dir is not None else None
         self._new_index = index_factory if index_factory is not None else (lambda dim: VectorIndex(dim))
         self._locals: OrderedDict[str, _Local] = OrderedDict()
         self._lock = threading.Lock()
@@ -215,6 +223,9 @@ class SemanticCache:
 
     def _sync(self, ns_id: str, local: _Local) -> None:
         """Add the namespace's entries stored since the last sync, when due. Call with local.lock held."""
+        if not local.loaded:
+            local.loaded = True
+            self._load(ns_id, local)
         now = self._clock()
         if now - local.synced_at >= self.sync_interval:
             batch = self.storage.fetch_vectors(ns_id, after=local.cursor)
@@ -337,8 +348,52 @@ class SemanticCache:
             self._locals.clear()
         self.storage.clear()
 
+    def _paths(self, ns_id: str) -> tuple[str, str]:
+        assert self.index_dir is not None
+        base = os.path.join(self.index_dir, ns_id)
+        return base + ".vix", base + ".json"
+
+    def _load(self, ns_id: str, local: _Local) -> None:
+        """Start from the namespace's saved index, if there is a readable one. Call with local.lock held."""
+        if self.index_dir is None:
+            return
+        index_path, meta_path = self._paths(ns_id)
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                meta = json.load(f)
+            index = VectorIndex.load(index_path)
+        except (OSError, ValueError, KeyError):
+            return  # none saved, or unreadable: rebuilt from the storage
+        if index.dim != self.dim:
+            return
+        local.index = index
+        local.cursor = int(meta["cursor"])
+        local.epoch = str(meta["epoch"])
+
+    def save_indexes(self) -> int:
+        """Write each local HNSW index (not the small exact ones) to `index_dir`; how many were written."""
+        if self.index_dir is None:
+            return 0
+        os.makedirs(self.index_dir, exist_ok=True)
+        with self._lock:
+            locals_ = list(self._locals.items())
+        written = 0
+        for ns_id, local in locals_:
+            with local.lock:
+                if not local.index.is_graph or not local.epoch:
+                    continue
+                index_path, meta_path = self._paths(ns_id)
+                local.index.save(index_path)
+                tmp = meta_path + ".tmp"
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump({"cursor": local.cursor, "epoch": local.epoch, "dim": self.dim}, f)
+                os.replace(tmp, meta_path)
+                written += 1
+        return written
+
     def close(self) -> None:
-        """Close the storage."""
+        """Save the HNSW indexes (with `index_dir`) and close the storage."""
+        self.save_indexes()
         self.storage.close()
 
     def __repr__(self) -> str:

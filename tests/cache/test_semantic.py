@@ -320,3 +320,53 @@ def test_replica_follows_after_redis_restarts_empty(own_redis: RedisServer, cloc
     assert b.local_index_sizes()[ns().id] == 1  # the old entries left the index
     a.close()
     b.close()
+
+
+class _CountingStorage:
+    """Delegates to a real storage and records the cursors fetch_vectors is asked for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.fetched_after: list[int] = []
+
+    def fetch_vectors(self, namespace: str, after: int = 0) -> Any:
+        self.fetched_after.append(after)
+        return self.inner.fetch_vectors(namespace, after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_saved_graph_is_read_back_and_topped_up(tmp_path: Any, clock: FakeClock) -> None:
+    """With index_dir, close() saves a namespace's HNSW graph; a new cache reads it, fetches only newer entries, and serves old and new."""
+    uri = f"sqlite:///{tmp_path}/sem.db"
+    small = lambda dim: VectorIndex(dim, exact_limit=4)  # noqa: E731 - graphs from 5 entries on
+    first = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), uri, clock=clock, index_factory=small, index_dir=tmp_path / "ix")
+    for i in range(8):
+        first.store(ns(), f"stored question {i} on weather", f"answer {i}".encode())
+    first.close()
+    assert (tmp_path / "ix" / f"{ns().id}.vix").exists()
+    writer = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), uri, clock=clock)
+    writer.store(ns(), "a question stored after the save", b"late")
+    writer.close()
+    storage = _CountingStorage(open_storage(uri, clock=clock))
+    second = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), storage=storage, clock=clock, index_factory=small, index_dir=tmp_path / "ix")  # type: ignore[arg-type]
+    hit = second.lookup(ns(), "stored question 3 on weather")
+    assert hit is not None and hit.payload == b"answer 3"
+    assert storage.fetched_after[0] > 0  # it started from the saved cursor, not from scratch
+    late = second.lookup(ns(), "a question stored after the save")
+    assert late is not None and late.payload == b"late"
+    second.close()
+
+
+def test_saved_graph_of_another_epoch_is_not_used(tmp_path: Any, clock: FakeClock) -> None:
+    """A saved index whose storage was replaced (new epoch) is dropped: nothing stale is served."""
+    small = lambda dim: VectorIndex(dim, exact_limit=4)  # noqa: E731
+    first = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), f"sqlite:///{tmp_path}/a.db", clock=clock, index_factory=small, index_dir=tmp_path / "ix")
+    for i in range(8):
+        first.store(ns(), f"stored question {i} on weather", b"from a")
+    first.close()
+    second = SemanticCache(HashedBagOfWords(), ThresholdPolicy(), f"sqlite:///{tmp_path}/b.db", clock=clock, index_factory=small, index_dir=tmp_path / "ix")
+    assert second.lookup(ns(), "stored question 3 on weather") is None
+    assert second.local_index_sizes()[ns().id] == 0
+    second.close()
