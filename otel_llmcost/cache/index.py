@@ -50,6 +50,12 @@ __all__ = ["VectorIndex"]
 _MAGIC = b"LLMCVIX1"
 _LEN = struct.Struct(">Q")
 _BLOCK = 512
+_BULK = 1000
+
+
+def _threads(n: int) -> int:
+    """hnswlib threads for inserting n vectors: every core for a bulk (re)build, one for a cache miss's insert."""
+    return -1 if n >= _BULK else 1
 
 
 def _hnswlib() -> Any:
@@ -182,7 +188,7 @@ class VectorIndex:
         graph = self._new_graph(max(2 * n, 4096))
         labels = np.arange(n, dtype=np.int64)
         if n:
-            graph.add_items(self._vectors[:n], labels, num_threads=1)
+            graph.add_items(self._vectors[:n], labels, num_threads=_threads(n))
         self._label_of = {entry_id: i for i, entry_id in enumerate(self._row_ids)}
         self._id_of = dict(enumerate(self._row_ids))
         self._next_label = n
@@ -200,7 +206,7 @@ class VectorIndex:
             graph.resize_index(max(2 * graph.get_max_elements(), live + len(ids)))
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._next_label += len(ids)
-        graph.add_items(vectors, labels, num_threads=1, replace_deleted=True)
+        graph.add_items(vectors, labels, num_threads=_threads(len(ids)), replace_deleted=True)
         for entry_id, label in zip(ids, labels.tolist(), strict=True):
             self._label_of[entry_id] = label
             self._id_of[label] = entry_id
