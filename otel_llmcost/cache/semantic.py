@@ -17,8 +17,8 @@ One local index per namespace (`VectorIndex`: exact search while small, HNSW bey
 storage the first time a namespace is used in this process and topped up from it every
 `sync_interval` seconds (other replicas' entries, with Redis). At most `max_local_namespaces` indexes
 are kept; the least recently used is dropped and rebuilt from the storage when asked again. Each
-namespace's index has a lock of its own, so threads looking up different namespaces do not wait for
-each other (hnswlib searches release the GIL).
+namespace's index has a lock of its own, so a lookup never waits for another namespace's sync or
+rebuild.
 Entries the storage expired or evicted are dropped from the index when a lookup meets them.
 """
 
