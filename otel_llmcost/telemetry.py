@@ -319,7 +319,8 @@ class Call:
         unpriced: bool = False,
         error_type: str | None = None,
     ) -> CallResult | None:
-        """Price the call, set the span's usage and cost, record the metrics, end the span.
+        """Price the call, set the span's usage and cost, record the metrics, end the span; returns
+        what end-of-call callbacks and listeners were given (None when there were none).
 
         `unpriced`: the response could not be read, so the call has no usage; it is counted as a call
         with an unknown price rather than passing as free.
@@ -400,6 +401,8 @@ class Call:
                 tel.unknown_price.add(1, metric_attrs)
         elif unpriced:
             tel.unknown_price.add(1, metric_attrs)
+        if not self._on_end and not tel.listeners:
+            return None  # nobody to tell: the common case stays cheap
         result = CallResult(self.provider, self.operation, self.request_model, response_model,
                             usage or Usage(), cost, {**metric_attrs, **self.who}, self.cache_status, self.saved)
         if self._on_end:
