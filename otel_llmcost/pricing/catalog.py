@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -160,11 +161,11 @@ class PriceCatalog:
 
     def prices(self, model: str, provider: str | None = None, *, at: datetime | None = None) -> ModelPrices:
         """The prices that `cost()` would use, with their source; `UnknownPriceError` when there are none."""
-        when = at or datetime.now(timezone.utc)
-        key = (model, provider, when.toordinal())
+        day = at.toordinal() if at is not None else int(time.time() // 86400)  # prices change by date
+        key = (model, provider, day)
         found = self._cache.get(key)
         if found is None:
-            found = self._lookup(model, provider, when)
+            found = self._lookup(model, provider, at or datetime.now(timezone.utc))
             with self._lock:
                 if len(self._cache) > 4096:
                     self._cache.clear()

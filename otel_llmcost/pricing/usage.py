@@ -59,12 +59,21 @@ class Usage:
         )
 
 
+_MISSING = object()
+
+
 def _get(obj: Any, *path: str) -> Any:
-    """Walk attributes or mapping keys; SDK objects and plain JSON dicts both work."""
+    """Walk attributes or mapping keys; SDK objects and plain JSON dicts both work.
+
+    Attributes first: SDK objects are the common case, and a Mapping check is a slow ABC check.
+    """
     for key in path:
         if obj is None:
             return None
-        obj = obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+        value = getattr(obj, key, _MISSING)
+        if value is _MISSING:
+            value = obj.get(key) if isinstance(obj, Mapping) else None
+        obj = value
     return obj
 
 
