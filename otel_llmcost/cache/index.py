@@ -55,7 +55,8 @@ _BULK = 1000
 
 def _threads(n: int) -> int:
     """hnswlib threads for inserting n vectors: every core for a bulk (re)build, one for a cache miss's insert."""
-    return -1 if n >= _BULK else 1
+    # explicit: hnswlib reads -1 as "the index's default", which _new_graph sets to 1
+    return (os.cpu_count() or 1) if n >= _BULK else 1
 
 
 def _hnswlib() -> Any:
