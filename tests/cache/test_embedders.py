@@ -158,7 +158,8 @@ def test_normalize_rows_keeps_zero_rows() -> None:
 
 def test_openai_embedder_through_the_real_sdk() -> None:
     """OpenAIEmbedder calls embeddings.create on the user's openai client, in batches, rows normalised."""
-    openai = pytest.importorskip("openai")
+    import openai
+
     from otel_llmcost.testing import LoopbackLLMServer
 
     with LoopbackLLMServer() as server:

@@ -85,17 +85,11 @@ def accuracy(classifier: Classifier, examples: list[LabelledExample]) -> float:
 
 @pytest.fixture(scope="module")
 def minilm() -> Iterator[object]:
-    """The real all-MiniLM-L6-v2 embedder from the cache, if its package is installed and loads."""
-    from otel_llmcost.cache import embedders
+    """The real all-MiniLM-L6-v2 embedder from the cache (CI installs the embeddings extra: no skip)."""
+    from otel_llmcost.cache.embedders import MiniLMEmbedder
 
-    cls = getattr(embedders, "MiniLMEmbedder", None)
-    if cls is None:
-        pytest.skip("otel_llmcost.cache.embedders has no MiniLMEmbedder")
-    embedder = cls()
-    try:
-        embedder.load()
-    except ImportError as exc:
-        pytest.skip(f"MiniLM is not installed: {exc}")
+    embedder = MiniLMEmbedder()
+    embedder.load()
     yield embedder
 
 
