@@ -74,7 +74,7 @@ class BudgetProcessor(SpanProcessor):
                                       description="Spend counted against a budget in its current window.")
         meter.create_observable_gauge("llmcost.budget.limit", [self._observe_limit], unit="USD",
                                       description="The budget amount of the current window.")
-        meter.create_observable_gauge("llmcost.budget.level", [self._observe_level], unit="1",
+        meter.create_observable_gauge("llmcost.budget.level", [self._observe_level], unit="{level}",
                                       description="Budget level: 0 ok, 1 warn, 2 throttle, 3 stop.")
         if telemetry is not None:
             self.attach(telemetry)
