@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ from pathlib import Path
 
 from otel_llmcost.budget import BudgetKey, CalendarWindow, Ledger, MemoryLedger, Reservation, RollingWindow
 from otel_llmcost.budget.ledger.sqlite import SQLiteLedger
+from otel_llmcost.testing.processes import MissingBinaryError, RedisServer
 
 KEY = BudgetKey("bench", "user=alice")
 COST = Decimal("0.000123")
@@ -35,45 +33,12 @@ LIMIT = Decimal("1000000")  # never reached: we measure the accepting path
 @contextmanager
 def redis_server() -> Iterator[str]:
     """A throwaway redis-server on a free loopback port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not on PATH (Debian: apt-get install -y redis-server)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                        conn.sendall(b"PING\r\n")
-                        if conn.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(10)
+    try:
+        server = RedisServer()
+    except MissingBinaryError as exc:
+        sys.exit(str(exc))
+    with server:
+        yield server.url
 
 
 def rate(operation: Callable[[], object], seconds: float, max_ops: int) -> float:

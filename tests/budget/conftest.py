@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,25 +9,16 @@ from pathlib import Path
 import pytest
 
 from otel_llmcost.budget import Ledger
+from otel_llmcost.testing.processes import RedisServer
 
-from .helpers import make_ledger, start_redis_server
+from .helpers import make_ledger
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of our own on loopback for the whole session, stopped afterwards."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not on PATH: install it (apt-get install -y redis-server); CI does")
-    process, url = start_redis_server(tmp_path_factory.mktemp("redis"))
-    try:
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 @pytest.fixture

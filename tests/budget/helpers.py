@@ -1,67 +1,15 @@
-"""Helpers for the budget tests: a redis-server starter, a fake clock, a list sink, ledgers by kind."""
+"""Helpers for the budget tests: a fake clock, a list sink, ledgers by kind (Redis: see conftest)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from otel_llmcost.budget import Alert, Ledger, MemoryLedger
 from otel_llmcost.budget.ledger.sqlite import SQLiteLedger
+from otel_llmcost.testing.processes import free_port
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on a free loopback port with no persistence; return it and its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError(
-            "redis-server is not on PATH; install it (Debian: apt-get install -y redis-server) — "
-            "the budget tests run against a real Redis"
-        )
-    for _ in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(workdir),
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(64).startswith(b"+PONG"):
-                        return process, f"redis://127.0.0.1:{port}/0"
-            except OSError:
-                time.sleep(0.02)
-        process.kill()
-        process.wait()
-    raise RuntimeError("redis-server did not answer PING on loopback")
+__all__ = ["FakeClock", "ListSink", "free_port", "make_ledger"]
 
 
 def make_ledger(kind: str, tmp_path: Path, redis_url: str | None, prefix: str) -> Ledger:
