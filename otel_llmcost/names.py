@@ -64,6 +64,11 @@ LLMCOST_USER_ID: Final = "llmcost.user.id"
 LLMCOST_TENANT_ID: Final = "llmcost.tenant.id"
 LLMCOST_USER_TIER: Final = "llmcost.user.tier"
 LLMCOST_FEATURE: Final = "llmcost.feature"
+LLMCOST_ROUTE_COMPLEXITY: Final = "llmcost.route.complexity"
+# Prompt fingerprints for the savings advisor (keyed hashes, never text; see reports/fingerprint.py).
+LLMCOST_PROMPT_PREFIX_HASHES: Final = "llmcost.prompt.prefix_hashes"
+LLMCOST_PROMPT_PREFIX_TOKENS: Final = "llmcost.prompt.prefix_tokens"
+LLMCOST_QUERY_HASH: Final = "llmcost.query.hash"
 
 # Values of llmcost.cache.status
 CACHE_MISS: Final = "miss"

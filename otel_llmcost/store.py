@@ -8,6 +8,7 @@ made have the cost; another tool's span under one of ours is the same call, and 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS calls (
     batch INTEGER,
     route_from_model TEXT,
     budget_level TEXT,
+    complexity TEXT,
+    query_hash TEXT,
+    prefix_hashes TEXT,
+    cache_similarity REAL,
     PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS calls_by_time ON calls (start_unix_nano);
@@ -67,8 +72,11 @@ _COLUMNS = (
     "request_model", "response_model", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_tokens", "reasoning_tokens", "cost_usd", "price_known", "cache_status", "saved_usd",
     "user_id", "tenant_id", "tier", "feature", "error_type", "time_to_first_chunk", "incomplete",
-    "estimated", "batch", "route_from_model", "budget_level",
+    "estimated", "batch", "route_from_model", "budget_level", "complexity", "query_hash", "prefix_hashes",
+    "cache_similarity",
 )
+# Columns added after the first release, with their types: older store files get them on open.
+_ADDED_COLUMNS = {"complexity": "TEXT", "query_hash": "TEXT", "prefix_hashes": "TEXT", "cache_similarity": "REAL"}
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -77,7 +85,24 @@ def connect(path: str | Path) -> sqlite3.Connection:
     connection = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.executescript(_SCHEMA)
+    present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in present:
+            try:
+                connection.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as exc:  # another process added it just now
+                if "duplicate column" not in str(exc):
+                    raise
     return connection
+
+
+def _prefix_json(attrs: Any) -> str | None:
+    """``[[tokens, hash], ...]`` from the span's two parallel prefix attributes (None when absent)."""
+    hashes = attrs.get(names.LLMCOST_PROMPT_PREFIX_HASHES)
+    tokens = attrs.get(names.LLMCOST_PROMPT_PREFIX_TOKENS)
+    if not hashes or not tokens or len(hashes) != len(tokens):
+        return None
+    return json.dumps([[int(t), str(h)] for t, h in zip(tokens, hashes, strict=True)], separators=(",", ":"))
 
 
 def _row(span: ReadableSpan, run_id: str | None) -> tuple[Any, ...] | None:
@@ -111,6 +136,8 @@ def _row(span: ReadableSpan, run_id: str | None) -> tuple[Any, ...] | None:
         attrs.get(names.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK), flag(names.LLMCOST_STREAM_INCOMPLETE),
         flag(names.LLMCOST_USAGE_ESTIMATED), flag(names.LLMCOST_BATCH),
         attrs.get(names.LLMCOST_ROUTE_FROM_MODEL), attrs.get(names.LLMCOST_BUDGET_LEVEL),
+        attrs.get(names.LLMCOST_ROUTE_COMPLEXITY), attrs.get(names.LLMCOST_QUERY_HASH), _prefix_json(attrs),
+        attrs.get(names.LLMCOST_CACHE_SIMILARITY),
     )
 
 

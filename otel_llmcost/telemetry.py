@@ -124,9 +124,12 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
         capture_content: bool = False,
         metrics_include_user: bool = False,
+        fingerprints: bool = True,
     ) -> None:
         self.catalog = catalog
         self.capture_content = capture_content
+        self.fingerprints = fingerprints
+        """Record keyed prompt hashes and the complexity class for the savings advisor (no text)."""
         self.metric_keys = names.METRIC_ATTRIBUTION_KEYS + (
             names.HIGH_CARDINALITY_ATTRIBUTION_KEYS if metrics_include_user else ()
         )

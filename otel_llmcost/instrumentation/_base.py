@@ -19,6 +19,7 @@ from ..environment_variables import (
     env_bool,
 )
 from ..pricing import PriceCatalog, load_catalog
+from ..reports.fingerprint import OTEL_LLMCOST_FINGERPRINTS
 from ..telemetry import Telemetry, current_telemetry, set_current_telemetry
 from ._wrappers import Instrumentation
 
@@ -57,6 +58,7 @@ def build_telemetry(
         if capture_content is None else capture_content,
         metrics_include_user=env_bool(OTEL_LLMCOST_METRICS_INCLUDE_USER, False)
         if metrics_include_user is None else metrics_include_user,
+        fingerprints=env_bool(OTEL_LLMCOST_FINGERPRINTS, True),
     )
     set_current_telemetry(telemetry)
     return telemetry

@@ -19,6 +19,7 @@ import wrapt
 from ..errors import CallRefused
 from ..names import GEN_AI_PROVIDER_NAME, LLMCOST_USAGE_ESTIMATED
 from ..pricing import Usage
+from ..reports import fingerprint
 from ..telemetry import Call, Served, Telemetry
 
 _log = logging.getLogger("otel_llmcost.instrumentation")
@@ -107,6 +108,8 @@ def sync_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., An
             model, request_attrs = endpoint.request(instance, args, kwargs)
             provider = request_attrs.pop(GEN_AI_PROVIDER_NAME, None) or endpoint.provider
             call = telemetry.start(provider, endpoint.operation, model, request_attrs)
+            if telemetry.fingerprints:
+                fingerprint.record(call.span, provider, endpoint.operation, model, kwargs)
             call_kwargs, accumulator = endpoint.prepare(kwargs)
             call.activate()
         except Exception:
@@ -140,6 +143,8 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
             model, request_attrs = endpoint.request(instance, args, kwargs)
             provider = request_attrs.pop(GEN_AI_PROVIDER_NAME, None) or endpoint.provider
             call = telemetry.start(provider, endpoint.operation, model, request_attrs)
+            if telemetry.fingerprints:
+                fingerprint.record(call.span, provider, endpoint.operation, model, kwargs)
             call_kwargs, accumulator = endpoint.prepare(kwargs)
             call.activate()
         except Exception:
