@@ -1,0 +1,255 @@
+"""Fault injectors of the reliability suite: a Redis we can crash, pause and make durable; an OTLP
+endpoint that fails on demand; and a scanner that looks for secrets in everything we emitted."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from otel_llmcost.testing.processes import RedisServer
+
+
+class ManagedRedis(RedisServer):
+    """redis-server on loopback that a test can SIGKILL, restart on the same port, or freeze.
+
+    `appendonly=True` keeps an append-only file fsynced on every write (``appendfsync always``), the
+    setting under which an acknowledged write survives ``kill -9``; without it a restart comes back empty.
+    `paused()` freezes the server with SIGSTOP (it keeps its sockets: clients hang, as with a stalled
+    host) and thaws it with SIGCONT on exit, whatever happens in between.
+    """
+
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        super().__init__(workdir)
+        self.appendonly = appendonly
+
+    def command(self) -> list[str]:
+        command = super().command()
+        if self.appendonly:
+            at = command.index("--appendonly")
+            command[at + 1] = "yes"
+            command += ["--appendfsync", "always"]
+        return command
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "redis-server is not running"
+        return self.process.pid
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            os.kill(self.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+    def close(self) -> None:
+        self.resume()
+        self.kill()
+
+
+# -- an OTLP/HTTP endpoint that fails on demand -----------------------------------------------------------
+@dataclass
+class OTLPReceipt:
+    """One export request as received: path, status we answered, items decoded from the body."""
+
+    path: str
+    status: int
+    spans: int = 0
+    points: int = 0
+    body: bytes = b""
+
+
+class FaultyOTLPServer:
+    """A loopback OTLP/HTTP receiver (protobuf) standing in for a Collector or the processor service.
+
+    `mode` decides every answer: ``ok`` (200), ``500``/``503`` (that status), ``slow`` (answer 200 after
+    `delay` seconds), ``hang`` (read the request, never answer until stopped). `stop()` closes the port
+    (connection refused: the collector is down). Every request is kept in `receipts`, decoded, so a test
+    can count the spans and metric points that arrived and scan them for secrets.
+    """
+
+    def __init__(self, mode: str = "ok", delay: float = 2.0) -> None:
+        self.mode = mode
+        self.delay = delay
+        self.receipts: list[OTLPReceipt] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    def start(self) -> FaultyOTLPServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if self.headers.get("content-encoding", "").lower() == "gzip":
+                    raw = gzip.decompress(raw)
+                owner._answer(self, self.path, raw)
+
+        self._stopping.clear()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_port
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def _answer(self, handler: BaseHTTPRequestHandler, path: str, raw: bytes) -> None:
+        mode = self.mode
+        status = {"500": 500, "503": 503}.get(mode, 200)
+        receipt = OTLPReceipt(path, status, body=raw)
+        if status == 200 and mode != "hang":
+            receipt.spans, receipt.points = _count_items(path, raw)
+        with self._lock:
+            self.receipts.append(receipt)
+        if mode == "hang":
+            self._stopping.wait(60)
+            return
+        if mode == "slow":
+            self._stopping.wait(self.delay)
+        body = b""
+        handler.send_response(status)
+        handler.send_header("content-type", "application/x-protobuf")
+        handler.send_header("content-length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def stop(self) -> None:
+        """Close the port: clients now get connection refused."""
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def accepted(self, what: str) -> int:
+        """Spans (``spans``) or metric points (``points``) answered 200."""
+        with self._lock:
+            return sum(getattr(r, what) for r in self.receipts if r.status == 200)
+
+
+def _count_items(path: str, raw: bytes) -> tuple[int, int]:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    if path.endswith("/v1/traces"):
+        traces = ExportTraceServiceRequest.FromString(raw)
+        return sum(len(s.spans) for r in traces.resource_spans for s in r.scope_spans), 0
+    if path.endswith("/v1/metrics"):
+        metrics = ExportMetricsServiceRequest.FromString(raw)
+        points = 0
+        for resource in metrics.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    kind = metric.WhichOneof("data")
+                    points += len(getattr(metric, kind).data_points) if kind else 0
+        return 0, points
+    return 0, 0
+
+
+# -- secrets in emitted telemetry ---------------------------------------------------------------------
+def flatten(value: Any) -> Iterator[str]:
+    """Every string inside `value` (attributes, events, dicts, lists, dataclasses, bytes decoded)."""
+    if value is None:
+        return
+    if isinstance(value, bytes):
+        yield value.decode("utf-8", errors="replace")
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from flatten(item)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from flatten(item)
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            yield from flatten(getattr(value, name))
+    elif hasattr(value, "items"):
+        yield from flatten(dict(value.items()))
+    else:
+        yield str(value)
+
+
+def leaks(haystacks: Iterable[tuple[str, Any]], needles: Iterable[str]) -> list[str]:
+    """`where: needle` for each needle found in a haystack (empty: nothing leaked)."""
+    found = []
+    needles = [n for n in needles if n]
+    for where, value in haystacks:
+        for text in flatten(value):
+            for needle in needles:
+                if needle in text:
+                    found.append(f"{where}: {needle!r}")
+    return sorted(set(found))
+
+
+def span_haystacks(spans: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """Everything a span carries that an exporter would send: name, attributes, events, links, status."""
+    for span in spans:
+        where = f"span {span.name!r}"
+        yield where + " name", span.name
+        yield where + " attributes", dict(span.attributes or {})
+        for event in span.events:
+            yield where + f" event {event.name!r}", [event.name, dict(event.attributes or {})]
+        for link in span.links:
+            yield where + " link", dict(link.attributes or {})
+        yield where + " status", span.status.description or ""
+        yield where + " resource", dict(span.resource.attributes)
+
+
+def metric_haystacks(data: Any) -> Iterator[tuple[str, Any]]:
+    """Metric names, descriptions and every data point's attributes."""
+    if data is None:
+        return
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                where = f"metric {metric.name}"
+                yield where, [metric.name, metric.description, metric.unit]
+                for point in metric.data.data_points:
+                    yield where + " point", dict(point.attributes or {})
+
+
+def json_lines(path: Path) -> list[Any]:
+    """Parsed JSON lines of a file (webhook receivers write one per request)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll `predicate` until true or `timeout` seconds passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return bool(value)
+        time.sleep(interval)
