@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/collector/processor/memorylimiterprocessor"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
 func components() (otelcol.Factories, error) {
@@ -54,6 +55,8 @@ func components() (otelcol.Factories, error) {
 	); err != nil {
 		return factories, err
 	}
+	// The Collector's own logs and metrics (service::telemetry in the config).
+	factories.Telemetry = otelconftelemetry.NewFactory()
 	return factories, nil
 }
 
