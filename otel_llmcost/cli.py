@@ -86,9 +86,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.traffic:
+        from .traffic import run_traffic
+
+        return run_traffic(args.duration, rate=args.rate, config=args.config, export_interval=args.export_interval)
     from .demo import run_demo
 
-    return run_demo(store=args.store, calls=args.calls)
+    return run_demo(store=args.store, calls=args.calls, otlp=args.otlp, export_interval=args.export_interval)
 
 
 # Commands whose whole command line belongs to a part's own `main(argv)`.
@@ -98,6 +102,8 @@ _DELEGATED = {
     "cache-eval": ("otel_llmcost.cache.evaluate",
                    "hit and false-hit rates of the semantic cache on labelled pairs, per category, and the "
                    "best threshold for a target false-hit rate"),
+    "processor": ("otel_llmcost.service.cli",
+                  "run the processor service: OTLP/HTTP in, budgets applied from metrics, /v1/hints and /metrics out"),
 }
 
 
@@ -110,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
                                        "loopback server (no API key) and print what it cost")
     demo.add_argument("--store", type=Path, default=None, help="SQLite store to keep (default: a temporary one)")
     demo.add_argument("--calls", type=int, default=60, help="number of LLM calls in the workload")
+    demo.add_argument("--otlp", action="store_true",
+                      help="also send spans and metrics over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL)")
+    demo.add_argument("--traffic", action="store_true",
+                      help="traffic generator: the guarded workload over OTLP, repeated for --duration seconds "
+                           "or until interrupted (the docker-compose demo app)")
+    demo.add_argument("--duration", type=float, default=None, help="--traffic: seconds to run (default: until "
+                                                                   "interrupted)")
+    demo.add_argument("--rate", type=float, default=5.0, help="--traffic: calls per second (default 5)")
+    demo.add_argument("--config", default=None, help="--traffic: llmcost config for budgets and the guard "
+                                                      "(default: the demo's own)")
+    demo.add_argument("--export-interval", type=float, default=2.0,
+                      help="seconds between OTLP metric exports (default 2)")
     demo.set_defaults(func=_cmd_demo)
 
     run = sub.add_parser("run", help="run a program with every LLM SDK instrumented "

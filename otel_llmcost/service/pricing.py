@@ -1,0 +1,90 @@
+"""Prices for what other instrumentations report: token metrics by model, spans by their usage.
+
+The catalog is the same one the SDK-side instrumentation uses (price files included), so a call costs
+the same whether our wrapper or the service priced it. Look-ups and whole-call costs are memoised:
+the ingest path prices tens of thousands of spans a second and most of them repeat a few models and
+token shapes. A model without a price is unknown, never free: it is counted and warned about once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from decimal import Decimal
+
+from ..errors import UsageError
+from ..pricing import ModelPrices, PriceCatalog, UnknownPriceError, Usage, compute
+
+_log = logging.getLogger(__name__)
+_MEMO_LIMIT = 65536
+_NANO_PER_MTOK = Decimal(1000)  # USD per million tokens → nano-USD per token
+
+
+class ServicePricer:
+    """Per-token rates and per-call costs in nano-USD, memoised (see the module doc)."""
+
+    def __init__(self, catalog: PriceCatalog | None = None) -> None:
+        self.catalog = catalog or PriceCatalog()
+        self.unknown_models: set[tuple[str, str | None]] = set()
+        self._prices: dict[tuple[str, str | None, int], ModelPrices | None] = {}
+        self._calls: dict[tuple[object, ...], int | None] = {}
+        self._lock = threading.Lock()
+
+    def prices(self, model: str, provider: str | None) -> ModelPrices | None:
+        """The model's prices today, or None (unknown: counted by the caller, warned about once)."""
+        key = (model, provider, int(time.time() // 86400))
+        try:
+            return self._prices[key]
+        except KeyError:
+            pass
+        try:
+            found: ModelPrices | None = self.catalog.prices(model, provider)
+        except UnknownPriceError as exc:
+            found = None
+            with self._lock:
+                if (model, provider) not in self.unknown_models:
+                    self.unknown_models.add((model, provider))
+                    _log.warning("otel-llmcost processor: %s; its spend is not counted", exc)
+        with self._lock:
+            if len(self._prices) > 4096:
+                self._prices.clear()
+            self._prices[key] = found
+        return found
+
+    def token_rate(self, model: str, provider: str | None, token_type: str) -> float | None:
+        """Nano-USD per token of `token_type` (input or output) at the model's base rate, or None.
+
+        Token metrics do not say which input tokens were cache reads, nor how big each call was, so
+        they are priced at the plain input / output rate (an upper bound when prompt caching is on).
+        """
+        prices = self.prices(model, provider)
+        if prices is None:
+            return None
+        raw = prices.input_mtok if token_type == "input" else prices.output_mtok
+        if raw is None:
+            return None
+        rate = getattr(raw, "base", raw)  # tiered prices: the base tier
+        return float(Decimal(rate) * _NANO_PER_MTOK)
+
+    def call_units(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
+                   cache_read: int = 0, cache_write: int = 0, reasoning: int = 0) -> int | None:
+        """Nano-USD of one call's usage (the catalog's full arithmetic: cache reads, tiers), or None."""
+        key = (model, provider, input_tokens, output_tokens, cache_read, cache_write, reasoning)
+        try:
+            return self._calls[key]
+        except KeyError:
+            pass
+        prices = self.prices(model, provider)
+        units: int | None = None
+        if prices is not None:
+            try:
+                usage = Usage(input_tokens, output_tokens, cache_read, cache_write, 0, reasoning)
+            except UsageError:
+                usage = Usage(input_tokens, output_tokens)  # inconsistent cache counts: price them as input
+            units = int(compute(prices, usage).total.scaleb(9).to_integral_value())
+        with self._lock:
+            if len(self._calls) > _MEMO_LIMIT:
+                self._calls.clear()
+            self._calls[key] = units
+        return units

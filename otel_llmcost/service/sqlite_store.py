@@ -1,0 +1,128 @@
+"""`sqlite:///path`: the ingest store of one processor, in the budget ledger's own SQLite file.
+
+Stream state, dedup marks and budget spend live in one database, so one `BEGIN IMMEDIATE … COMMIT`
+holds a request's whole effect (see `store.py`); in WAL mode a committed request survives `kill -9`
+(`?synchronous=FULL` also survives power loss, for a few hundred microseconds per commit).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..budget.ledger.sqlite import SQLiteLedger
+from .events import CUMULATIVE, CostEvent
+from .store import Target
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS ingest_series (key BLOB PRIMARY KEY, time INTEGER NOT NULL,"
+    " value REAL NOT NULL, units INTEGER NOT NULL, seen REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS ingest_marks (key BLOB PRIMARY KEY, seen REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS ingest_series_seen ON ingest_series (seen)",
+    "CREATE INDEX IF NOT EXISTS ingest_marks_seen ON ingest_marks (seen)",
+    "CREATE TABLE IF NOT EXISTS ingest_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+_CHUNK = 900  # bound parameters per IN (...) query
+_PRUNE_EVERY = 2000
+
+
+def _chunks(items: list[bytes]) -> list[list[bytes]]:
+    return [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def increment(state: tuple[int, float, int] | None, event: CostEvent, epoch_ns: int) -> int:
+    """The units a cumulative point adds, given its series' last (time, value, units) — the rule of
+    `store.py`; -1 for a point already seen (a resend, or older than the last one)."""
+    if state is None:
+        return event.units if event.start >= epoch_ns else 0
+    last_time, last_value, last_units = state
+    if event.time <= last_time:
+        return -1
+    if event.value < last_value:
+        return event.units
+    return max(event.units - last_units, 0)
+
+
+class SQLiteIngestStore(SQLiteLedger):
+    """The budget ledger plus stream state and dedup marks (see the module doc)."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", timeout: float = 30.0,
+                 retention: float = 7 * 86400.0) -> None:
+        super().__init__(path, synchronous=synchronous, timeout=timeout)
+        self.retention = retention
+        self._applies = 0
+        with self._transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO ingest_meta (name, value) VALUES ('epoch_ns', ?)",
+                       (str(time.time_ns()),))
+            self.epoch_ns = int(db.execute("SELECT value FROM ingest_meta WHERE name = 'epoch_ns'").fetchone()[0])
+
+    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
+              targets: Sequence[Target], *, now: float | None = None) -> list[int]:
+        at = time.time() if now is None else now
+        series_keys = list({e.key for e in events if e.kind == CUMULATIVE})
+        mark_keys = list({e.key for e in events if e.kind != CUMULATIVE})
+        increments: list[int] = []
+        with self._transaction() as db:
+            states: dict[bytes, tuple[int, float, int]] = {}
+            for chunk in _chunks(series_keys):
+                rows = db.execute(f"SELECT key, time, value, units FROM ingest_series WHERE key IN"
+                                  f" ({','.join('?' * len(chunk))})", chunk).fetchall()
+                states.update((row[0], (row[1], row[2], row[3])) for row in rows)
+            seen: set[bytes] = set()
+            for chunk in _chunks(mark_keys):
+                rows = db.execute(f"SELECT key FROM ingest_marks WHERE key IN ({','.join('?' * len(chunk))})",
+                                  chunk).fetchall()
+                seen.update(row[0] for row in rows)
+            new_marks: list[tuple[bytes, float]] = []
+            changed: dict[bytes, tuple[int, float, int]] = {}
+            spend = [0] * len(targets)
+            for event, where in zip(events, event_targets, strict=True):
+                if event.kind == CUMULATIVE:
+                    state = states.get(event.key)
+                    units = increment(state, event, self.epoch_ns)
+                    if state is None or event.time > state[0]:
+                        states[event.key] = changed[event.key] = (event.time, event.value, event.units)
+                elif event.key in seen:
+                    units = -1
+                else:
+                    seen.add(event.key)
+                    new_marks.append((event.key, at))
+                    units = event.units
+                increments.append(units)
+                if units > 0:
+                    for index in where:
+                        spend[index] += units
+            if changed:
+                db.executemany(
+                    "INSERT INTO ingest_series (key, time, value, units, seen) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET time = excluded.time, value = excluded.value,"
+                    " units = excluded.units, seen = excluded.seen",
+                    [(key, t, v, u, at) for key, (t, v, u) in changed.items()])
+            if new_marks:
+                db.executemany("INSERT INTO ingest_marks (key, seen) VALUES (?, ?)", new_marks)
+            for target, units in zip(targets, spend, strict=True):
+                if units:
+                    self._add(db, target.key, target.window, target.window.bucket, units)
+            self._applies += 1
+            if self._applies % _PRUNE_EVERY == 0:
+                self._prune_ingest(db, at)
+        return increments
+
+    def _prune_ingest(self, db: sqlite3.Connection, now: float) -> None:
+        # A series not seen for `retention` belongs to an app that is gone; a mark that old cannot be
+        # resent by a Collector (its retries give up within minutes).
+        db.execute("DELETE FROM ingest_series WHERE seen < ?", (now - self.retention,))
+        db.execute("DELETE FROM ingest_marks WHERE seen < ?", (now - self.retention,))
+        db.execute("DELETE FROM budget_spend WHERE keep_until < ?", (now,))
+
+    def stream_count(self) -> int:
+        with self._lock:
+            if self._db is None:
+                return 0
+            series = self._db.execute("SELECT COUNT(*) FROM ingest_series").fetchone()[0]
+            marks = self._db.execute("SELECT COUNT(*) FROM ingest_marks").fetchone()[0]
+        return int(series) + int(marks)
