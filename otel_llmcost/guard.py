@@ -151,18 +151,24 @@ class CostGuard:
     def _route(self, call: Call, kwargs: dict[str, Any], hints: Hints | None) -> dict[str, Any]:
         model = kwargs.get("model")
         if self.router is None or not isinstance(model, str):
+            routed = kwargs
             if hints is not None and hints.level >= Level.THROTTLE and self.breaker is not None:
-                return self.breaker.throttle(call, kwargs, hints)
-            return kwargs
+                routed = self.breaker.throttle(call, kwargs, hints)
+            if self.breaker is not None and isinstance(model, str):
+                _decided(call, model, names.ROUTE_KEPT if routed.get("model") == model else names.ROUTE_BUDGET_THROTTLE)
+            return routed
         tier = call.who.get(names.LLMCOST_USER_TIER)
         decision = self.router.route(RouteRequest.from_call(model, call.provider, kwargs), tier, hints)
         call.span.set_attribute("llmcost.route.complexity", decision.complexity)
         if not decision.allowed:
+            _decided(call, model, names.ROUTE_NOT_ALLOWED)
             raise ModelNotAllowedError(model, tier, decision.reason)
         if decision.model == model:
+            _decided(call, model, names.ROUTE_KEPT)
             return kwargs
         call.reroute(decision.model, model)
         call.span.set_attribute("llmcost.route.reason", decision.reason)
+        _decided(call, model, names.ROUTE_BUDGET_THROTTLE if decision.substituted else names.ROUTE_COMPLEXITY)
         return {**kwargs, "model": decision.model}
 
     # -- after the call ------------------------------------------------------------------------
@@ -180,6 +186,14 @@ class CostGuard:
             actual = result.cost.total if result is not None and result.cost is not None else Decimal(0)
             self.budget.settle(ticket, actual)
             call.settled = True
+
+
+def _decided(call: Call, from_model: str, kind: str) -> None:
+    """Count a routing decision; a metrics failure must not cost the app its call."""
+    try:
+        call.route_decided(from_model, kind)
+    except Exception:
+        _log.debug("otel-llmcost: recording a routing decision failed", exc_info=True)
 
 
 def install_guard(

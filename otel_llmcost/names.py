@@ -64,6 +64,8 @@ LLMCOST_USER_ID: Final = "llmcost.user.id"
 LLMCOST_TENANT_ID: Final = "llmcost.tenant.id"
 LLMCOST_USER_TIER: Final = "llmcost.user.tier"
 LLMCOST_FEATURE: Final = "llmcost.feature"
+LLMCOST_ROUTE_KIND: Final = "llmcost.route.kind"
+LLMCOST_CACHE_SEMANTIC_REFUSED: Final = "llmcost.cache.semantic.refused"
 LLMCOST_ROUTE_COMPLEXITY: Final = "llmcost.route.complexity"
 # Prompt fingerprints for the savings advisor (keyed hashes, never text; see reports/fingerprint.py).
 LLMCOST_PROMPT_PREFIX_HASHES: Final = "llmcost.prompt.prefix_hashes"
@@ -75,6 +77,13 @@ CACHE_MISS: Final = "miss"
 CACHE_EXACT_HIT: Final = "exact_hit"
 CACHE_SEMANTIC_HIT: Final = "semantic_hit"
 CACHE_BYPASS: Final = "bypass"
+
+# Values of llmcost.route.kind (metric attribute: what the guard's routing step did with a call; the span's
+# llmcost.route.reason keeps the router's full sentence, too varied for a metric label).
+ROUTE_KEPT: Final = "kept"
+ROUTE_COMPLEXITY: Final = "complexity"
+ROUTE_BUDGET_THROTTLE: Final = "budget_throttle"
+ROUTE_NOT_ALLOWED: Final = "not_allowed"
 
 # Values of gen_ai.token.type: the conventions define input and output; cache and reasoning shares are
 # recorded as their own series so that dashboards can show what the provider cache saved.
@@ -94,6 +103,8 @@ METRIC_CACHE_WRITE_TOKENS: Final = "llmcost.usage.cache_write.input_tokens"
 METRIC_REASONING_TOKENS: Final = "llmcost.usage.reasoning.output_tokens"
 METRIC_RATELIMIT_REJECTIONS: Final = "llmcost.ratelimit.rejections"
 METRIC_BUDGET_UTILIZATION: Final = "llmcost.budget.utilization"
+METRIC_ROUTE_DECISIONS: Final = "llmcost.route.decisions"
+METRIC_CACHE_SEMANTIC_REFUSALS: Final = "llmcost.cache.semantic.refusals"
 
 # Advisory bucket boundaries the GenAI conventions give for their histograms.
 TOKEN_USAGE_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1, 4, 16 ... 67108864

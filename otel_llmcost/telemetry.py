@@ -170,6 +170,14 @@ class Telemetry:
         self.cache_lookups = meter.create_counter(
             names.METRIC_CACHE_LOOKUPS, unit="{lookup}", description="Response cache lookups by outcome."
         )
+        self.cache_semantic_refusals = meter.create_counter(
+            names.METRIC_CACHE_SEMANTIC_REFUSALS, unit="{lookup}",
+            description="Semantic cache lookups whose close match a false-hit guard refused (then a miss).",
+        )
+        self.route_decisions = meter.create_counter(
+            names.METRIC_ROUTE_DECISIONS, unit="{call}",
+            description="The cost guard's routing decisions: model kept, routed by complexity, or budget downgrade.",
+        )
         self.listeners: list[CostListener] = []
         self.guard: Guard | None = None
         self._warned_models: set[tuple[str, str]] = set()
@@ -266,6 +274,14 @@ class Call:
         self.span.update_name(f"{self.operation} {model}")
         self.span.set_attribute(names.GEN_AI_REQUEST_MODEL, model)
         self.span.set_attribute(names.LLMCOST_ROUTE_FROM_MODEL, from_model)
+
+    def route_decided(self, from_model: str, kind: str) -> None:
+        """Count the guard's routing decision for this call (`llmcost.route.decisions`), so dashboards can
+        show the share of calls routed and downgraded; the call's request model is the model chosen."""
+        attrs = self._metric_attributes(None)
+        attrs[names.LLMCOST_ROUTE_FROM_MODEL] = from_model
+        attrs[names.LLMCOST_ROUTE_KIND] = kind
+        self.telemetry.route_decisions.add(1, attrs)
 
     # -- context ---------------------------------------------------------------------------------
     def activate(self) -> None:

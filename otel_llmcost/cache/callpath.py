@@ -46,7 +46,9 @@ Telemetry. Every lookup is counted in `llmcost.cache.lookups` by `llmcost.cache.
 A hit costs $0; `llmcost.cost.saved` (span and metric) is the cached response's usage priced now
 (`catalog.cost(usage, model, provider)`), unknown when the model has no price. A semantic hit also has
 `llmcost.cache.tier` (`high`, or `medium` when the policy rates it so and `medium_hits=True`; medium
-hits are misses otherwise) and `llmcost.cache.similarity`.
+hits are misses otherwise) and `llmcost.cache.similarity`. A miss whose close match a false-hit guard of
+`GuardedPolicy` refused is also counted in `llmcost.cache.semantic.refusals` (by provider) and marked
+`llmcost.cache.semantic.refused=true` on the span; the guard's reason is not recorded (it quotes the prompt).
 
 Stored when the call ended well: never an error, a stream cut short, a refusal (OpenAI
 `content_filter` or `refusal`, Anthropic `refusal`, Gemini safety finishes or a blocked prompt), an
@@ -129,6 +131,13 @@ def _raw_response(kwargs: Mapping[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
     return isinstance(headers, Mapping) and any(
         isinstance(name, str) and name.lower() == _RAW_RESPONSE_HEADER for name in headers)
+
+
+def _guard_refused(decision: Any) -> bool:
+    """A policy decision that refused a candidate above the threshold (`GuardedPolicy` says "refused: ...");
+    a candidate merely below the threshold is an ordinary miss."""
+    reason = getattr(decision, "reason", "")
+    return isinstance(reason, str) and reason.startswith("refused")
 
 
 def _role(message: Any) -> Any:
@@ -243,11 +252,14 @@ class ResponseCache:
                     return served
         if self.semantic is not None and request.namespace is not None and request.query is not None:
             hit = None
+            refusals: list[Any] = []
             try:
-                hit = self.semantic.lookup(request.namespace, request.query)
+                hit = self.semantic.lookup(request.namespace, request.query, on_reject=refusals.append)
                 self._outage.ok()
             except Exception as exc:
                 self._outage.failed("semantic cache lookup", exc)
+            if hit is None and any(_guard_refused(decision) for decision in refusals):
+                self._count_refusal(call)
             if hit is not None and (hit.tier != "medium" or self.medium_hits):
                 served = self._serve(call, kwargs, request, hit.payload, names.CACHE_SEMANTIC_HIT, asynchronous)
                 if served is not None:
@@ -300,6 +312,12 @@ class ResponseCache:
         call.cache_status = status
         call.telemetry.cache_lookups.add(1, {names.LLMCOST_CACHE_STATUS: status,
                                              names.GEN_AI_PROVIDER_NAME: call.provider})
+
+    def _count_refusal(self, call: Call) -> None:
+        """A close match that a false-hit guard refused: the lookup stays a miss, counted apart so that the
+        false hits avoided show. The refusal's reason stays off telemetry: it quotes words of the prompt."""
+        call.extra[names.LLMCOST_CACHE_SEMANTIC_REFUSED] = True
+        call.telemetry.cache_semantic_refusals.add(1, {names.GEN_AI_PROVIDER_NAME: call.provider})
 
     # -- store -------------------------------------------------------------------------------------
     def _store(self, call: Call, request: _Request, result: CallResult | None, error: BaseException | None) -> None:

@@ -246,11 +246,13 @@ class SemanticCache:
             local.synced_at = now
 
     # -- API --
-    def lookup(self, namespace: Namespace, query_text: str, context: LookupContext | None = None) -> Hit | None:
+    def lookup(self, namespace: Namespace, query_text: str, context: LookupContext | None = None,
+               on_reject: Callable[[Decision], None] | None = None) -> Hit | None:
         """The best stored answer the policy accepts for `query_text` in `namespace`, or None.
 
-        Raises CacheStorageError when the storage fails (treat as a miss) and whatever the embedder
-        or the policy raise.
+        `on_reject` is given each candidate decision the policy refused, so a caller can count the false
+        hits its guards avoided. Raises CacheStorageError when the storage fails (treat as a miss) and
+        whatever the embedder or the policy raise.
         """
         if context is not None and (context.bypass or context.refresh):
             self._count("bypasses")
@@ -275,6 +277,8 @@ class SemanticCache:
                 decision = self.policy.decide(query_text, stored_query, float(similarity))
                 if not decision.hit:
                     rejected = True
+                    if on_reject is not None:
+                        on_reject(decision)
                     continue
                 tier = decision.tier or "high"
                 with self._lock:
