@@ -102,6 +102,10 @@ _DELEGATED = {
     "cache-eval": ("otel_llmcost.cache.evaluate",
                    "hit and false-hit rates of the semantic cache on labelled pairs, per category, and the "
                    "best threshold for a target false-hit rate"),
+    "report": ("otel_llmcost.reports.report",
+               "cost breakdowns, month-end projection against budgets; table, JSON, CSV or HTML"),
+    "advise": ("otel_llmcost.reports.advise",
+               "savings advice (routing, prompt caching, app caching, batching) with its evidence"),
     "processor": ("otel_llmcost.service.cli",
                   "run the processor service: OTLP/HTTP in, budgets applied from metrics, /v1/hints and /metrics out"),
 }
