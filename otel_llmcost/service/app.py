@@ -157,8 +157,10 @@ class ProcessorService:
     def metrics_text(self) -> tuple[int, bytes, str]:
         lines = self.counters.render()
         lines += budget_gauges(self.engine.state())
-        lines += gauge("llmcost_processor_state_entries", self.store.stream_count(),
-                       "Stream series and dedup marks held by the ingest store.")
+        entries = self.store.stream_count()
+        if entries is not None:
+            lines += gauge("llmcost_processor_state_entries", entries,
+                           "Stream series and dedup marks held by the ingest store.")
         lines += gauge("llmcost_processor_start_time_seconds", self.started, "When the processor started.")
         return 200, ("\n".join(lines) + "\n").encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8"
 

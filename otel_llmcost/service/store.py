@@ -47,8 +47,8 @@ class IngestStore(Ledger, Protocol):
         units counted for each event: 0 for a baseline or no change, -1 for one already counted."""
         ...
 
-    def stream_count(self) -> int:
-        """Series and dedup marks held (for `/metrics`)."""
+    def stream_count(self) -> int | None:
+        """Series and dedup marks held (for `/metrics`; None when the backend cannot count cheaply)."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -13,7 +14,9 @@ import pytest
 
 from otel_llmcost.budget import BudgetEngine, load_budget_config
 from otel_llmcost.budget.alerts import Alert
-from otel_llmcost.service import ProcessorConfig, ProcessorService, open_store
+from otel_llmcost.service import IngestStore, ProcessorConfig, ProcessorService, open_store
+from otel_llmcost.service.redis_store import RedisIngestStore
+from otel_llmcost.testing.processes import RedisServer
 from otel_llmcost.service.config import parse_processor_section
 
 TOKEN = "test-token-0123456789"
@@ -54,16 +57,37 @@ class Running:
         return Decimal(0)
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on loopback for the session."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each ingest store in turn: the same test body runs against SQLite and Redis."""
+    if request.param == "redis":
+        return f"redis:{request.getfixturevalue('redis_url')}"
+    return "sqlite"
+
+
 @pytest.fixture
-def start_processor(tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    """Start a processor with the given budgets YAML, ledger URI and `processor:` settings."""
+def start_processor(tmp_path: Path, backend: str) -> Iterator[Callable[..., Running]]:
+    """Start a processor with the given budgets YAML and `processor:` settings on this test's backend."""
     started: list[Any] = []
 
     def start(budgets: str = BUDGETS, ledger: str | None = None, **settings: Any) -> Running:
+        ledger = ledger or (None if backend == "sqlite" else backend)
         path = tmp_path / f"budgets{len(started)}.yaml"
         path.write_text(textwrap.dedent(budgets), encoding="utf-8")
         config = load_budget_config(path)
-        store = open_store(ledger or f"sqlite:///{tmp_path / f'ledger{len(started)}.db'}", retention=86400.0)
+        store: IngestStore
+        if ledger is not None and ledger.startswith("redis:"):
+            store = RedisIngestStore.from_url(ledger[len("redis:"):], prefix=f"test:{uuid.uuid4().hex}",
+                                              retention=86400.0)
+        else:
+            store = open_store(ledger or f"sqlite:///{tmp_path / f'ledger{len(started)}.db'}", retention=86400.0)
         sink = RecordingSink()
         engine = BudgetEngine(config, store, [sink])
         processor = parse_processor_section({"port": 0, **settings})
@@ -80,3 +104,9 @@ def start_processor(tmp_path: Path) -> Iterator[Callable[..., Running]]:
         context.__exit__(None, None, None)
         engine.close()
         store.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Only the ingest-semantics tests run on both backends; the rest (HTTP surface) on SQLite."""
+    if "backend" in metafunc.fixturenames and not metafunc.module.__name__.endswith("test_metrics_ingest"):
+        metafunc.parametrize("backend", ["sqlite"], indirect=True)
