@@ -15,9 +15,9 @@ import pytest
 from otel_llmcost.budget import BudgetEngine, load_budget_config
 from otel_llmcost.budget.alerts import Alert
 from otel_llmcost.service import IngestStore, ProcessorConfig, ProcessorService, open_store
+from otel_llmcost.service.config import parse_processor_section
 from otel_llmcost.service.redis_store import RedisIngestStore
 from otel_llmcost.testing.processes import RedisServer
-from otel_llmcost.service.config import parse_processor_section
 
 TOKEN = "test-token-0123456789"
 
@@ -64,10 +64,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each ingest store in turn: the same test body runs against SQLite and Redis."""
-    if request.param == "redis":
+    """The ingest store: SQLite, or each in turn where a module parametrizes it (indirect)."""
+    if getattr(request, "param", "sqlite") == "redis":
         return f"redis:{request.getfixturevalue('redis_url')}"
     return "sqlite"
 
@@ -105,8 +105,3 @@ def start_processor(tmp_path: Path, backend: str) -> Iterator[Callable[..., Runn
         engine.close()
         store.close()
 
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Only the ingest-semantics tests run on both backends; the rest (HTTP surface) on SQLite."""
-    if "backend" in metafunc.fixturenames and not metafunc.module.__name__.endswith("test_metrics_ingest"):
-        metafunc.parametrize("backend", ["sqlite"], indirect=True)

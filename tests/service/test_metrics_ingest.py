@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from otel_llmcost.pricing import PriceCatalog
 
 from .otlp_builders import DELTA, T0, cost_request, post, token_request
 
 S = 10**9  # one second in ns
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "redis"], indirect=True)
 
 
 def send(url: str, request: object, **kwargs: object) -> int:
