@@ -9,10 +9,13 @@ one self-hosted model with no known price.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import os
 import random
 import sys
 import tempfile
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -48,22 +51,53 @@ def _installed(module: str) -> bool:
         return False
 
 
-def run_demo(store: Path | None = None, calls: int = 60, output: IO[str] | None = None, seed: int = 7) -> int:
+Exports = Callable[[], tuple[list[Any], list[Any]]]
+"""Makes the extra span processors and metric readers of one run (fresh ones: a run shuts its own down)."""
+
+
+def _no_exports() -> tuple[list[Any], list[Any]]:
+    return [], []
+
+
+def _otlp_exports(export_interval: float) -> tuple[list[Any], list[Any]]:
+    from .traffic import otlp_pipeline
+
+    processor, reader = otlp_pipeline(export_interval)
+    return [processor], [reader]
+
+
+def run_demo(store: Path | None = None, calls: int = 60, output: IO[str] | None = None, seed: int = 7,
+             otlp: bool = False, export_interval: float = 2.0) -> int:
     """Run the workload without and with the cost guard, print both side by side and the summary of the
-    guarded run, then the budget alerts demo; returns a process exit code."""
+    guarded run, then the budget alerts demo; returns a process exit code.
+
+    `otlp`: also send both runs' spans and metrics over OTLP (`OTEL_EXPORTER_OTLP_*`), e.g. to a Collector.
+    """
     out = output or sys.stdout
     if not _installed("openai") and not _installed("anthropic"):
         print("otel-llmcost demo needs the openai or anthropic SDK: pip install 'otel-llmcost[openai,anthropic]'",
               file=sys.stderr)
         return 2
+    exports: Exports = _no_exports
+    if otlp:
+        from .traffic import DEFAULT_SERVICE_NAME, OTLPSetupError, otlp_exporters, otlp_target
+
+        try:
+            otlp_exporters()  # fail before the runs when the exporter is missing
+        except OTLPSetupError as exc:
+            print(f"otel-llmcost demo: {exc}", file=sys.stderr)
+            return 2
+        os.environ.setdefault("OTEL_SERVICE_NAME", DEFAULT_SERVICE_NAME)
+        exports = functools.partial(_otlp_exports, export_interval)
+        print(f"Sending spans and metrics over OTLP to {otlp_target()}", file=out)
     with tempfile.TemporaryDirectory() as tmp:
         path = store or Path(tmp) / "demo.db"
         with LoopbackLLMServer() as server:
             url = server.url
             print(f"Before: {calls} calls, every one sent to the model it names", file=out)
-            before = _run(server, path, "before", calls, seed, out, guarded=False)
+            before = _run(server, path, "before", calls, seed, out, guarded=False, exports=exports)
             print("After: the same calls through the cost guard (cache, routing, rate limits, budget)", file=out)
-            after = _run(server, path, "after", calls, seed, out, guarded=True)
+            after = _run(server, path, "after", calls, seed, out, guarded=True, exports=exports)
             print(f"\n{calls + 2} LLM calls a run through the real SDKs against a loopback server at {url}",
                   file=out)
             print(_compare(path, before, after), file=out)
@@ -75,9 +109,11 @@ def run_demo(store: Path | None = None, calls: int = 60, output: IO[str] | None 
 
 
 def _run(server: LoopbackLLMServer, path: Path, run_id: str, calls: int, seed: int, out: IO[str],
-         *, guarded: bool) -> str:
+         *, guarded: bool, exports: Exports) -> str:
     server.reset()  # the provider's prompt cache starts cold for both runs
-    session = embedded.start(path, run_id=run_id, print_summary=False, set_global=False, register_atexit=False)
+    processors, readers = exports()
+    session = embedded.start(path, run_id=run_id, print_summary=False, set_global=False, register_atexit=False,
+                             span_processors=processors, metric_readers=readers)
     try:
         if guarded:
             _install_demo_guard(session.telemetry)
@@ -193,7 +229,8 @@ def _alerts_demo(server: LoopbackLLMServer) -> str:
     return "\n".join(lines)
 
 
-def _workload(server: LoopbackLLMServer, calls: int, rng: random.Random, out: IO[str]) -> int:
+def installed_clients(server: LoopbackLLMServer) -> list[tuple[str, Any]]:
+    """A client of each installed SDK, pointed at the loopback server, as (provider, client)."""
     clients: list[tuple[str, Any]] = []
     if _installed("openai"):
         import openai
@@ -210,6 +247,11 @@ def _workload(server: LoopbackLLMServer, calls: int, rng: random.Random, out: IO
 
         clients.append(("google", genai.Client(api_key="demo",
                                                http_options=types.HttpOptions(base_url=server.google_base_url))))
+    return clients
+
+
+def _workload(server: LoopbackLLMServer, calls: int, rng: random.Random, out: IO[str]) -> int:
+    clients = installed_clients(server)
     done = 0
     for index in range(calls):
         user, tier = USERS[index % len(USERS)]
@@ -218,7 +260,7 @@ def _workload(server: LoopbackLLMServer, calls: int, rng: random.Random, out: IO
         provider, client = clients[index % len(clients)]
         # A rate limit or budget may say no: counted on the span, shown in the comparison.
         with attributes(user_id=user, tier=tier, feature=feature), contextlib.suppress(CallRefused):
-            _one_call(provider, client, question, tier, index)
+            one_call(provider, client, question, tier, index)
         done += 1
         if done % 10 == 0 or done == calls:
             print(f"\r  {done}/{calls} calls", end="", file=out, flush=True)
@@ -233,7 +275,8 @@ def _workload(server: LoopbackLLMServer, calls: int, rng: random.Random, out: IO
     return done
 
 
-def _one_call(provider: str, client: Any, question: str, tier: str, index: int) -> None:
+def one_call(provider: str, client: Any, question: str, tier: str, index: int) -> None:
+    """One call of the workload: the provider's usual shape, a stream every third call."""
     if provider == "openai":
         model = "gpt-5.4-mini" if tier == "free" else "gpt-5.4"
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]

@@ -11,13 +11,15 @@ import atexit
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from .environment_variables import OTEL_LLMCOST_CONFIG, OTEL_LLMCOST_STORE, OTEL_LLMCOST_SUMMARY, env_bool
@@ -74,9 +76,14 @@ def start(
     print_summary: bool | None = None,
     set_global: bool = True,
     register_atexit: bool = True,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
     **instrument_kwargs: Any,
 ) -> EmbeddedSession:
-    """Instrument every installed SDK, keep calls in the SQLite store, and sum them up at exit."""
+    """Instrument every installed SDK, keep calls in the SQLite store, and sum them up at exit.
+
+    `span_processors` and `metric_readers` send the same telemetry elsewhere too (the demo's OTLP export).
+    """
     from opentelemetry import metrics, trace
 
     import otel_llmcost
@@ -86,7 +93,9 @@ def start(
     resource = Resource.create()
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(BatchSpanProcessor(LocalStoreSpanExporter(path, run)))
-    meter_provider = MeterProvider(resource=resource)
+    for processor in span_processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=list(metric_readers))
     if set_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
