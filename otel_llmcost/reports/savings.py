@@ -358,7 +358,9 @@ def _batchable(features: Iterable[Any], chosen: Sequence[str] | None) -> Callabl
 def advise_batching(frame: pd.DataFrame, catalog: PriceCatalog, days: int,
                     batch_features: Sequence[str] | None = None) -> Recommendation:
     title = "Send traffic that can wait through the batch APIs"
-    rows = _priced(frame)
+    # Batch prices are the normal ones times the provider's multiplier, so aggregated rows (Prometheus)
+    # are priced as exactly as single calls.
+    rows = frame[(frame["unpriced_calls"] == 0) & (frame["errors"] == 0)]
     rows = rows[rows["feature"].notna() & ~rows["batch"]]
     is_batchable = _batchable(rows["feature"].unique(), batch_features)
     chosen = rows[rows["feature"].map(is_batchable)]
@@ -366,33 +368,38 @@ def advise_batching(frame: pd.DataFrame, catalog: PriceCatalog, days: int,
         return Recommendation("batching", title, None, None, 0, "no data",
                               "no call carries a feature tag (otel_llmcost.attributes(feature=...)): "
                               "cannot tell which traffic can wait")
+    sample_all = int(rows["calls"].sum())
     if chosen.empty:
         named = ", ".join(batch_features) if batch_features else "none of the feature names looks like it"
-        return Recommendation("batching", title, 0.0, 0.0, len(rows), confidence(len(rows)),
+        return Recommendation("batching", title, 0.0, 0.0, sample_all, confidence(sample_all),
                               f"no latency-tolerant traffic found ({named}); pass --batch-features to name it",
                               {"features_seen": sorted(map(str, rows["feature"].unique()))})
     saving = Decimal(0)
     no_discount: set[str] = set()
     per_feature: dict[str, dict[str, Any]] = {}
+    multipliers: dict[tuple[str, str], Decimal | None] = {}
     for row in chosen.itertuples(index=False):
-        try:
-            batch = catalog.cost(_usage(row), str(row.model), str(row.provider), batch=True)
-        except (LookupError, ValueError):
-            continue
-        if batch.batch_multiplier is None:
-            no_discount.add(str(row.provider))
+        key = (str(row.provider), str(row.model))
+        if key not in multipliers:
+            try:
+                multipliers[key] = catalog.prices(key[1], key[0]).batch_multiplier
+            except (LookupError, ValueError):
+                multipliers[key] = None
+        multiplier = multipliers[key]
+        if multiplier is None:
+            no_discount.add(f"{key[0]}/{key[1]}")
             continue
         actual = Decimal(repr(float(row.cost_usd)))
-        gain = max(Decimal(0), actual - batch.total)
+        gain = actual * (1 - multiplier)
         saving += gain
         entry = per_feature.setdefault(str(row.feature), {"calls": 0, "cost_usd": 0.0, "saving_usd": 0.0})
-        entry["calls"] += 1
+        entry["calls"] += int(row.calls)
         entry["cost_usd"] += float(actual)
         entry["saving_usd"] += float(gain)
     value = float(saving)
-    sample = len(chosen)
+    sample = int(chosen["calls"].sum())
     evidence = {"batchable_calls": sample, "per_feature": per_feature,
-                "providers_without_batch_discount": sorted(no_discount)}
+                "models_without_batch_discount": sorted(no_discount)}
     summary = (f"{sample} calls of {', '.join(sorted(per_feature)) or 'the chosen features'} are not "
                f"latency-sensitive; at batch rates they cost ${value:,.2f} less in the period")
     return Recommendation("batching", title, value, _monthly(value, days), sample, confidence(sample), summary,

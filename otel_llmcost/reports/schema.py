@@ -87,6 +87,8 @@ def conform(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             frame[column.name] = pd.to_datetime(series, utc=True)
         elif column.dtype == "object":
             frame[column.name] = series.astype(object).where(series.notna(), None)
+        elif column.dtype == "bool":
+            frame[column.name] = series.astype(object).where(series.notna(), column.default).astype(bool)
         else:
             frame[column.name] = series.fillna(column.default).astype(column.dtype)
     return frame.sort_values("time", kind="stable").reset_index(drop=True)
