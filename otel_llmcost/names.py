@@ -105,6 +105,8 @@ METRIC_RATELIMIT_REJECTIONS: Final = "llmcost.ratelimit.rejections"
 METRIC_BUDGET_UTILIZATION: Final = "llmcost.budget.utilization"
 METRIC_ROUTE_DECISIONS: Final = "llmcost.route.decisions"
 METRIC_CACHE_SEMANTIC_REFUSALS: Final = "llmcost.cache.semantic.refusals"
+METRIC_PROMPT_CACHE_SAVED: Final = "llmcost.prompt_cache.saved"
+METRIC_BUDGET_PROJECTED: Final = "llmcost.budget.projected"
 
 # Advisory bucket boundaries the GenAI conventions give for their histograms.
 TOKEN_USAGE_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1, 4, 16 ... 67108864

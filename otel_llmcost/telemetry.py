@@ -174,6 +174,10 @@ class Telemetry:
             names.METRIC_CACHE_SEMANTIC_REFUSALS, unit="{lookup}",
             description="Semantic cache lookups whose close match a false-hit guard refused (then a miss).",
         )
+        self.prompt_cache_saved = meter.create_counter(
+            names.METRIC_PROMPT_CACHE_SAVED, unit="USD",
+            description="What the provider's prompt cache saved: cache-read tokens priced as plain input, less their price.",
+        )
         self.route_decisions = meter.create_counter(
             names.METRIC_ROUTE_DECISIONS, unit="{call}",
             description="The cost guard's routing decisions: model kept, routed by complexity, or budget downgrade.",
@@ -416,6 +420,8 @@ class Call:
                 tel.reasoning_tokens.add(usage.reasoning_tokens, metric_attrs)
             if cost is not None:
                 tel.cost.add(float(cost.total), metric_attrs)
+                if usage.cache_read_tokens:
+                    self._record_prompt_cache_saving(usage, cost, model, batch, metric_attrs)
             else:
                 tel.unknown_price.add(1, metric_attrs)
         elif unpriced:
@@ -434,6 +440,19 @@ class Call:
             except Exception:
                 _log.exception("otel-llmcost: cost listener %r failed", listener)
         return result
+
+    def _record_prompt_cache_saving(self, usage: Usage, cost: Cost, model: str, batch: bool,
+                                    metric_attrs: Mapping[str, Any]) -> None:
+        """`llmcost.prompt_cache.saved`: the call priced as if its cache reads were plain input, less its
+        price; a metric of its own because the cache writes' premium is already in `llmcost.cost`."""
+        try:
+            uncached = dataclasses.replace(usage, cache_read_tokens=0)
+            saved = self.telemetry.catalog.cost(uncached, cost.model, self.provider, batch=batch).total - cost.total
+        except Exception:  # a price that cannot be recomputed leaves the saving unknown, never wrong
+            _log.debug("otel-llmcost: pricing the prompt-cache saving of %s failed", model, exc_info=True)
+            return
+        if saved > 0:
+            self.telemetry.prompt_cache_saved.add(float(saved), metric_attrs)
 
     def fail(self, error: BaseException, usage: Usage | None = None, response_model: str | None = None) -> None:
         """End the call as failed: `error.type` and ERROR status; tokens billed before the error count."""

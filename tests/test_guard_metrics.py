@@ -1,4 +1,4 @@
-"""Metrics the dashboards need from the cost guard: routing decisions and false-hit guard refusals."""
+"""Metrics the dashboards need: routing decisions, false-hit guard refusals, prompt-cache savings, budget projection."""
 
 from __future__ import annotations
 
@@ -156,3 +156,47 @@ def test_threshold_rejection_is_not_a_guard_refusal(instrumented, client, metric
     lookups = {p.attributes["llmcost.cache.status"]: p.value
                for p in metric_points(metric_reader, "llmcost.cache.lookups")}
     assert lookups == {"miss": 2}
+
+
+# -- provider prompt cache and budget projection -----------------------------------------------------
+LONG_SYSTEM = "You are the support assistant of Acme. " + " ".join(
+    f"Rule {i}: answer questions about category {i} politely and briefly." for i in range(150))
+
+
+def test_prompt_cache_saving_is_cache_reads_at_the_input_discount(instrumented, client, metric_reader, span_exporter):
+    """The second call with the same long system prompt reads the provider's prompt cache;
+    `llmcost.prompt_cache.saved` is its cache-read tokens times (input price - cache-read price)."""
+    from otel_llmcost.pricing import PriceCatalog
+
+    messages = [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": "Hello"}]
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert metric_points(metric_reader, "llmcost.prompt_cache.saved") == []  # a cold cache saves nothing
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    second = llmcost_spans(span_exporter)[-1]
+    cached = second.attributes["gen_ai.usage.cache_read.input_tokens"]
+    assert cached > 1000
+    prices = PriceCatalog().prices("gpt-4o-mini", "openai")
+    expected = cached * (Decimal(str(prices.input_mtok)) - Decimal(str(prices.cache_read_mtok))) / 1_000_000
+    (point,) = metric_points(metric_reader, "llmcost.prompt_cache.saved")
+    assert point.value == pytest.approx(float(expected), rel=1e-6)
+    assert point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+
+
+def test_budget_projection_gauge(meter_provider, metric_reader):
+    """`llmcost.budget.projected`: spend so far over the elapsed share of a calendar window; a rolling
+    window has no end to project to, so no point."""
+    from datetime import datetime, timedelta, timezone
+
+    from otel_llmcost.budget import RollingWindow
+    from otel_llmcost.budget.processor import BudgetProcessor
+
+    now = datetime(2026, 11, 16, tzinfo=timezone.utc)  # 15 of November's 30 days gone
+    engine = BudgetEngine([Budget("monthly", Decimal("10")),
+                           Budget("hourly", Decimal("5"), window=RollingWindow(timedelta(hours=1)))], sinks=[], clock=lambda: now)
+    engine.record_cost(Decimal("1.5"), {}, now)
+    processor = BudgetProcessor(engine, meter_provider=meter_provider)
+    try:
+        points = metric_points(metric_reader, "llmcost.budget.projected")
+    finally:
+        processor.shutdown()
+    assert [(p.attributes["llmcost.budget.name"], p.value) for p in points] == [("monthly", pytest.approx(3.0))]

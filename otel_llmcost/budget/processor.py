@@ -76,6 +76,8 @@ class BudgetProcessor(SpanProcessor):
                                       description="The budget amount of the current window.")
         meter.create_observable_gauge("llmcost.budget.level", [self._observe_level], unit="{level}",
                                       description="Budget level: 0 ok, 1 warn, 2 throttle, 3 stop.")
+        meter.create_observable_gauge(names.METRIC_BUDGET_PROJECTED, [self._observe_projected], unit="USD",
+                                      description="Spend projected at the end of the window at the rate so far.")
         if telemetry is not None:
             self.attach(telemetry)
 
@@ -178,6 +180,9 @@ class BudgetProcessor(SpanProcessor):
                 yield Observation(float(status.spend), attrs)
             elif value == "limit":
                 yield Observation(float(status.limit), attrs)
+            elif value == "projected":
+                if status.forecast is not None:  # none for rolling windows, or too early in the window
+                    yield Observation(float(status.forecast), attrs)
             else:
                 yield Observation(int(status.level), {**attrs, names.LLMCOST_BUDGET_LEVEL: status.level.label})
 
@@ -192,6 +197,9 @@ class BudgetProcessor(SpanProcessor):
 
     def _observe_level(self, options: CallbackOptions) -> Iterable[Observation]:
         return list(self._observations("level"))
+
+    def _observe_projected(self, options: CallbackOptions) -> Iterable[Observation]:
+        return list(self._observations("projected"))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
