@@ -464,4 +464,6 @@ def load_budget_config(path: str | os.PathLike[str] | None = None) -> BudgetConf
         raise ConfigError(
             f"not valid YAML: {problem}", line=mark.line + 1 if mark else None, source=source
         ) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply (or a YAML alias that contains itself)", source=source) from None
     return parse_budget_config(data, source)

@@ -92,17 +92,44 @@ class _Located:
         self.line = line
 
 
-def _located(node: yaml.Node) -> _Located:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, _Located] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            out[str(key)] = _located(value_node)
-        return _Located(out, line)
-    if isinstance(node, yaml.SequenceNode):
-        return _Located([_located(item) for item in node.value], line)
-    return _Located(yaml.safe_load(yaml.serialize(node)), line)
+_MAX_NODES = 100_000
+"""Values a price file may hold once YAML aliases are expanded: real files hold hundreds; an alias bomb
+(a few lines that expand to billions of values) must end in an error, not in a hang."""
+
+
+class _Walker:
+    """Turns YAML nodes into `_Located` values, refusing recursive aliases and alias bombs."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.nodes = 0
+        self.open: set[int] = set()
+        self.scalars = yaml.constructor.SafeConstructor()  # one per file: it caches what it built
+
+    def walk(self, node: yaml.Node) -> _Located:
+        line = node.start_mark.line + 1
+        self.nodes += 1
+        if self.nodes > _MAX_NODES:
+            raise PriceFileError(f"{self.source} line {line}: more than {_MAX_NODES} values once YAML aliases "
+                                 "are expanded; a price file is a list of models, write it out plainly")
+        if isinstance(node, yaml.ScalarNode):
+            return _Located(self.scalars.construct_object(node), line)
+        if id(node) in self.open:
+            raise PriceFileError(f"{self.source} line {line}: a YAML alias refers to the value that contains "
+                                 "it (a recursive anchor); write the values out")
+        self.open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                out: dict[str, _Located] = {}
+                for key_node, value_node in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode):
+                        raise PriceFileError(f"{self.source} line {key_node.start_mark.line + 1}: a key must be "
+                                             "a plain name, not a list or a mapping")
+                    out[str(self.scalars.construct_object(key_node))] = self.walk(value_node)
+                return _Located(out, line)
+            return _Located([self.walk(item) for item in node.value], line)
+        finally:
+            self.open.discard(id(node))
 
 
 def _decimal(item: _Located, where: str) -> Decimal:
@@ -137,13 +164,15 @@ def load_price_file(path: str | Path) -> PriceOverrides:
 def parse_price_text(text: str, source: str = "<prices>") -> PriceOverrides:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return PriceOverrides(source=source)
+        root = _Walker(source).walk(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark is not None else ""
         raise PriceFileError(f"{source}{at}: not valid YAML/JSON ({getattr(exc, 'problem', exc)})") from None
-    if node is None:
-        return PriceOverrides(source=source)
-    root = _located(node)
+    except RecursionError:
+        raise PriceFileError(f"{source}: nested too deeply to be a price file") from None
     if not isinstance(root.value, dict):
         raise PriceFileError(f"{source} line {root.line}: the top level must be a mapping with "
                              "'models', 'aliases' and/or 'batch'")

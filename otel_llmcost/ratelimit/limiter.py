@@ -125,9 +125,12 @@ class RateLimiter:
         """
         try:
             plan = self._plans[tier]
+            in_range = 0 <= estimated_tokens <= plan.max_tokens
         except KeyError:
             raise self._unknown_tier(tier) from None
-        if not 0 <= estimated_tokens <= plan.max_tokens:
+        except TypeError:  # not a number at all: `_bad_estimate` says so
+            in_range = False
+        if not in_range:
             raise self._bad_estimate(key, plan, estimated_tokens)
         if self._outage:
             return self._acquire_in_outage(key, plan, estimated_tokens)
@@ -198,9 +201,12 @@ class RateLimiter:
         """`acquire` for asyncio: the Redis storage awaits ``redis.asyncio``; memory never blocks."""
         try:
             plan = self._plans[tier]
+            in_range = 0 <= estimated_tokens <= plan.max_tokens
         except KeyError:
             raise self._unknown_tier(tier) from None
-        if not 0 <= estimated_tokens <= plan.max_tokens:
+        except TypeError:  # not a number at all: `_bad_estimate` says so
+            in_range = False
+        if not in_range:
             raise self._bad_estimate(key, plan, estimated_tokens)
         outage = self._outage
         if outage and time.monotonic() < self._retry_at:

@@ -91,6 +91,8 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise ConfigError(f"{key!r} cannot be a key", line=line)
         if key in result:
             raise ConfigError(f"key {key!r} appears twice (first on line {result.key_lines[key]})", line=line)
         result[key] = loader.construct_object(value_node, deep=True)
@@ -258,4 +260,6 @@ def load_routing_config(path: str | os.PathLike[str] | None = None) -> RoutingCo
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"not valid YAML: {problem}", line=mark.line + 1 if mark else None, source=source) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply (or a YAML alias that contains itself)", source=source) from None
     return parse_routing_config(data, source)

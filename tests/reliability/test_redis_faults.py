@@ -21,7 +21,7 @@ from otel_llmcost.cache.callpath import ResponseCache
 from otel_llmcost.cache.embedders import HashingEmbedder
 from otel_llmcost.cache.policy import ThresholdPolicy
 from otel_llmcost.guard import install_guard
-from otel_llmcost.ratelimit import DEFAULT_TIERS, RateLimiter, RateLimitExceeded, RateLimitStorageError
+from otel_llmcost.ratelimit import DEFAULT_TIERS, RateLimiter, RateLimitStorageError
 from otel_llmcost.telemetry import Telemetry
 from otel_llmcost.testing.llm_server import LoopbackLLMServer
 from tests.conftest import llmcost_spans
