@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -33,6 +34,7 @@ import yaml
 __all__ = [
     "AlertmanagerServer",
     "CollectorProcess",
+    "LLMCostProcessor",
     "ManagedProcess",
     "MissingBinaryError",
     "ProcessStartError",
@@ -480,6 +482,56 @@ class CollectorProcess(ManagedProcess):
             )
 
     def __enter__(self) -> CollectorProcess:
+        super().__enter__()
+        return self
+
+
+class LLMCostProcessor(ManagedProcess):
+    """`otel-llmcost processor` (this checkout's) with a config file, its ledger in the working directory.
+
+    Runs `python -m otel_llmcost.cli` with the current interpreter so a test exercises the same code it
+    imports. `token` becomes the /v1/hints bearer token (env `OTEL_LLMCOST_PROCESSOR_TOKEN`).
+    """
+
+    name = "processor"
+
+    def __init__(
+        self,
+        config: Path | str | Mapping[str, Any],
+        workdir: Path | str | None = None,
+        token: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(workdir, env)
+        if isinstance(config, Mapping):
+            self.config_path = self.workdir / "processor.yaml"
+            self.config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        else:
+            self.config_path = Path(config).resolve()
+        source_root = str(Path(__file__).resolve().parents[2])
+        self.env.setdefault("PYTHONPATH", os.pathsep.join(
+            p for p in (source_root, os.environ.get("PYTHONPATH", "")) if p))
+        if token is not None:
+            self.env["OTEL_LLMCOST_PROCESSOR_TOKEN"] = token
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _fresh_ports(self) -> None:
+        self.port = free_port()
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "otel_llmcost.cli", "processor",
+            "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port),
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.url}/healthz")
+
+    def __enter__(self) -> LLMCostProcessor:
         super().__enter__()
         return self
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from otel_llmcost.testing.processes import (
     AlertmanagerServer,
     CollectorProcess,
+    LLMCostProcessor,
     PrometheusServer,
     collector_binary,
 )
@@ -50,10 +53,12 @@ class OTLPSink:
     """A loopback OTLP/HTTP receiver (protobuf, gzip or not) that keeps what it is sent.
 
     It stands where the processor service sits in the stack, so a test can check what the Collector
-    forwards there, byte for byte as the Collector's otlphttp exporter sent it.
+    sends there, as its otlphttp exporter sent it; with `upstream` it relays each request unchanged to
+    the real processor service and answers with the processor's answer (a recording proxy).
     """
 
     server: ThreadingHTTPServer
+    upstream: str | None = None
     received: list[ReceivedExport] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,6 +90,17 @@ class OTLPSink:
         ]
 
 
+def _relay(url: str, body: bytes, headers: Any) -> tuple[int, str, bytes]:
+    """POST `body` with the original content headers to `url`; its status, content type and body."""
+    forward = {name: headers[name] for name in ("Content-Type", "Content-Encoding") if headers.get(name)}
+    request = urllib.request.Request(url, data=body, headers=forward, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+
+
 def _sink_handler(sink_ref: list[OTLPSink]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         disable_nagle_algorithm = True  # else every answer waits for a delayed ACK
@@ -92,10 +108,9 @@ def _sink_handler(sink_ref: list[OTLPSink]) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             sink = sink_ref[0]
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             encoding = self.headers.get("Content-Encoding", "")
-            if encoding == "gzip":
-                body = gzip.decompress(body)
+            body = gzip.decompress(raw) if encoding == "gzip" else raw
             kinds = {
                 "/v1/metrics": (ExportMetricsServiceRequest, ExportMetricsServiceResponse),
                 "/v1/traces": (ExportTraceServiceRequest, ExportTraceServiceResponse),
@@ -111,9 +126,11 @@ def _sink_handler(sink_ref: list[OTLPSink]) -> type[BaseHTTPRequestHandler]:
             with sink.lock:
                 sink.received.append(ReceivedExport(self.path, encoding, self.headers.get("Content-Type", ""),
                                                     request))
-            payload = response_type().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
+            status, content_type, payload = 200, "application/x-protobuf", response_type().SerializeToString()
+            if sink.upstream is not None:
+                status, content_type, payload = _relay(sink.upstream + self.path, raw, self.headers)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -124,12 +141,27 @@ def _sink_handler(sink_ref: list[OTLPSink]) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+PROCESSOR_CONFIG = {
+    "budgets": [
+        {"name": "stack-monthly", "amount": 50},
+        {"name": "stack-summaries", "amount": 5, "window": "day", "scope": {"feature": "summaries"}},
+    ],
+}
+
+
 @pytest.fixture(scope="module")
-def otlp_sink() -> Iterator[OTLPSink]:
-    """An OTLP/HTTP sink on loopback, where the processor service would be."""
+def processor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LLMCostProcessor]:
+    """The real processor service (`otel-llmcost processor`) with two budgets, its ledger in a temp dir."""
+    with LLMCostProcessor(PROCESSOR_CONFIG, workdir=tmp_path_factory.mktemp("processor"), token="stack-test") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def otlp_sink(processor: LLMCostProcessor) -> Iterator[OTLPSink]:
+    """A recording OTLP/HTTP proxy on loopback in front of the processor service."""
     ref: list[OTLPSink] = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _sink_handler(ref))
-    ref.append(OTLPSink(server))
+    ref.append(OTLPSink(server, upstream=processor.url))
     thread = threading.Thread(target=server.serve_forever, name="otlp-sink", daemon=True)
     thread.start()
     yield ref[0]
@@ -139,7 +171,7 @@ def otlp_sink() -> Iterator[OTLPSink]:
 
 @pytest.fixture(scope="module")
 def collector(otlp_sink: OTLPSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
-    """Our Collector build running collector/otelcol.yaml, endpoints on loopback, the processor = the sink.
+    """Our Collector build running collector/otelcol.yaml, endpoints on loopback, processor via the proxy.
 
     The trace backend (jaeger in compose) points at a closed port: the Collector must keep serving
     the other exporters while one of them fails.
