@@ -7,15 +7,20 @@ binary fails the test with the command that installs it, because CI installs the
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -24,6 +29,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceServicer,
+    add_TraceServiceServicer_to_server,
 )
 
 from otel_llmcost.testing.processes import (
@@ -36,6 +45,8 @@ from otel_llmcost.testing.processes import (
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_CONFIG = REPO / "collector" / "otelcol.yaml"
+SERVICE = "llmcost-stack-test"
+ENVIRONMENT = "stack-test"
 
 
 @dataclass
@@ -169,16 +180,45 @@ def otlp_sink(processor: LLMCostProcessor) -> Iterator[OTLPSink]:
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def collector(otlp_sink: OTLPSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
-    """Our Collector build running collector/otelcol.yaml, endpoints on loopback, processor via the proxy.
+class TraceBackend(TraceServiceServicer):
+    """An OTLP/gRPC trace receiver on loopback, where jaeger sits in docker-compose; keeps the requests."""
 
-    The trace backend (jaeger in compose) points at a closed port: the Collector must keep serving
-    the other exporters while one of them fails.
-    """
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.lock = threading.Lock()
+        self.endpoint = ""
+
+    def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:  # noqa: N802
+        with self.lock:
+            self.requests.append(request)
+        return ExportTraceServiceResponse()
+
+    def spans(self) -> list[Any]:
+        with self.lock:
+            return [span for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans
+                    for span in ss.spans]
+
+
+@pytest.fixture(scope="module")
+def trace_backend() -> Iterator[TraceBackend]:
+    """A gRPC trace backend on a free loopback port."""
+    backend = TraceBackend()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    add_TraceServiceServicer_to_server(backend, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    backend.endpoint = f"127.0.0.1:{port}"
+    yield backend
+    server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def collector(otlp_sink: OTLPSink, trace_backend: TraceBackend,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProcess]:
+    """Our Collector build running collector/otelcol.yaml, endpoints on loopback, processor via the proxy."""
     process = CollectorProcess(
         COLLECTOR_CONFIG,
-        env={"LLMCOST_PROCESSOR_ENDPOINT": otlp_sink.url, "LLMCOST_TRACES_ENDPOINT": "127.0.0.1:1"},
+        env={"LLMCOST_PROCESSOR_ENDPOINT": otlp_sink.url, "LLMCOST_TRACES_ENDPOINT": trace_backend.endpoint},
         workdir=tmp_path_factory.mktemp("collector"),
         binary=collector_binary(),
     )
@@ -203,3 +243,33 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
     config = {"route": {"receiver": "null", "group_wait": "1s"}, "receivers": [{"name": "null"}]}
     with AlertmanagerServer(config, workdir=tmp_path_factory.mktemp("alertmanager")) as server:
         yield server
+
+
+def run_demo_traffic(collector: CollectorProcess, duration: float = 5, rate: float = 20) -> str:
+    """`otel-llmcost demo --traffic` (this checkout's) against `collector` over OTLP/HTTP; its output.
+
+    The service is named `SERVICE` and the environment `ENVIRONMENT`, so queries can pick this run.
+    """
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http_url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": SERVICE,
+        "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name={ENVIRONMENT}",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    for name in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_LLMCOST_CONFIG"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_llmcost.cli", "demo", "--traffic", "--duration", str(duration),
+         "--rate", str(rate), "--export-interval", "1"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, f"demo --traffic failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_traffic(collector: CollectorProcess, prometheus: PrometheusServer, otlp_sink: OTLPSink) -> str:
+    """Five seconds of demo traffic through the Collector, with Prometheus scraping it; the demo's output."""
+    return run_demo_traffic(collector)

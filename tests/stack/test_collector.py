@@ -8,9 +8,6 @@ processor service sits, here a sink that decodes what arrives. Only endpoints ch
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -20,10 +17,8 @@ import pytest
 
 from otel_llmcost.testing.processes import CollectorProcess, LLMCostProcessor, PrometheusServer
 
-from .conftest import COLLECTOR_CONFIG, REPO, OTLPSink
+from .conftest import COLLECTOR_CONFIG, ENVIRONMENT, SERVICE, OTLPSink, TraceBackend
 
-SERVICE = "llmcost-stack-test"
-ENVIRONMENT = "stack-test"
 CALL_LABELS = {"gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
                "llmcost_user_tier", "llmcost_feature", "service_name", "deployment_environment_name"}
 # Names as Prometheus shows them (suffixes on); each must have a series with a value above zero.
@@ -70,25 +65,8 @@ def wait_for(what: str, probe: Any, diagnostics: Any = None) -> Any:
 
 
 @pytest.fixture(scope="module")
-def traffic(collector: CollectorProcess, prometheus: PrometheusServer, otlp_sink: OTLPSink) -> str:
-    """Runs `otel-llmcost demo --traffic` against the Collector for a few seconds; returns its output."""
-    env = {
-        **os.environ,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_http_url,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_SERVICE_NAME": SERVICE,
-        "OTEL_RESOURCE_ATTRIBUTES": f"deployment.environment.name={ENVIRONMENT}",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    for name in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_LLMCOST_CONFIG"):
-        env.pop(name, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "otel_llmcost.cli", "demo", "--traffic", "--duration", "5", "--rate", "20",
-         "--export-interval", "1"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
-    )
-    assert result.returncode == 0, f"demo --traffic failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+def traffic(demo_traffic: str) -> str:
+    return demo_traffic
 
 
 def test_config_is_valid_for_the_real_collector(collector: CollectorProcess) -> None:
@@ -208,3 +186,13 @@ def test_the_processor_counts_the_spend_prometheus_shows(traffic: str, processor
     summaries = [v for k, v in metrics.items()
                  if k.startswith("llmcost_budget_spend_USD{") and 'llmcost_budget_name="stack-summaries"' in k]
     assert summaries and max(summaries) > 0
+
+
+def test_traces_reach_the_trace_backend_over_grpc(traffic: str, trace_backend: TraceBackend) -> None:
+    """Spans go on to the trace backend (jaeger in compose) over OTLP/gRPC, priced, with no message text."""
+    spans = wait_for("spans at the trace backend", trace_backend.spans)
+    priced = [span for span in spans if any(a.key == "gen_ai.usage.cost" for a in span.attributes)]
+    assert priced, f"{len(spans)} spans, none with gen_ai.usage.cost"
+    keys = {a.key for span in spans for a in span.attributes}
+    assert {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.response.model"} <= keys
+    assert not {k for k in keys if k in ("gen_ai.input.messages", "gen_ai.output.messages")}
