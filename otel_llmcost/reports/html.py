@@ -23,7 +23,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}.muted{colo
 .kpi b{display:block;font-size:20px}.kpi span{color:#6b7280;font-size:12px}.over{color:#dc2626;font-weight:600}
 table{border-collapse:collapse;font-size:12.5px;width:100%}th,td{padding:4px 8px;border-bottom:1px solid #e5e7eb;text-align:right}
 th:first-child,td:first-child,td.key,th.key{text-align:left}tr.total td{font-weight:700;border-top:2px solid #111827}
-.charts{display:grid;grid-template-columns:1fr;gap:18px}svg{width:100%;height:auto;border:1px solid #f3f4f6;border-radius:6px}
+.wide{overflow-x:auto}.charts{display:grid;grid-template-columns:1fr;gap:18px}svg{width:100%;height:auto;border:1px solid #f3f4f6;border-radius:6px}
 svg .title{font:600 14px sans-serif;fill:#111827}svg .axis{font:11px sans-serif;fill:#6b7280}svg .label{font:12px sans-serif;fill:#374151}
 """
 
@@ -66,15 +66,18 @@ def render_html(report: Report, recommendations: Sequence[Recommendation] = ()) 
         parts.append(charts.column_chart("Cost and cache savings per day", list(frame.index),
                                          [("cost", list(frame["cost_usd"])), ("saved by caches", list(frame["saved_usd"]))]))
     parts.append("</div>")
-    parts.append(f"<h2>Breakdown by {_e(', '.join(report.group_by))}</h2><table><tr>")
+    # Columns with nothing in them (no reasoning models, no errors) are left out; the JSON has them all.
+    shown = [(name, label) for name, label in MEASURES
+             if name in ("calls", "cost_usd", "share") or any(row[name] not in (None, 0, 0.0) for row in records)]
+    parts.append(f"<h2>Breakdown by {_e(', '.join(report.group_by))}</h2><div class='wide'><table><tr>")
     parts.append("".join(f"<th class='key'>{_e(k)}</th>" for k in report.group_by))
-    parts.append("".join(f"<th>{_e(label)}</th>" for _, label in MEASURES) + "</tr>")
+    parts.append("".join(f"<th>{_e(label)}</th>" for _, label in shown) + "</tr>")
     for index, row in enumerate(records):
         css = " class='total'" if index == len(records) - 1 else ""
         cells = "".join(f"<td class='key'>{_e(row[k] if row[k] is not None else '(none)')}</td>" for k in report.group_by)
-        cells += "".join(f"<td>{_e(_fmt(name, row[name]))}</td>" for name, _ in MEASURES)
+        cells += "".join(f"<td>{_e(_fmt(name, row[name]))}</td>" for name, _ in shown)
         parts.append(f"<tr{css}>{cells}</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     if report.budgets:
         parts.append("<h2>Budgets against the projection</h2><table><tr><th>budget</th><th class='key'>scope</th>"
                      "<th>limit</th><th>projected</th><th>of limit</th><th>runs out</th><th>flag</th></tr>")
