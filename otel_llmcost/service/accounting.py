@@ -1,10 +1,12 @@
 """Cost events → budgets: scope matching, one atomic commit per request, alerts after it.
 
 The request's events are matched to budget instances (a budget and scope key in the window the event
-falls in) the way the engine matches a call, the store commits increments, stream state and dedup
-marks together (`store.py`), and only then are the budgets whose spend moved checked for alerts,
-through the engine's own alert path (once per level per window, across restarts and replicas). An
-alert may thus be re-sent if the process dies between commit and send; spend is never counted twice.
+falls in) the way the engine matches a call, and the store commits increments, stream state and dedup
+marks together (`store.py`). Budgets whose spend moved are then checked for alerts through the
+engine's own alert path (once per level per window, across restarts and replicas) by `check_alerts`,
+which the service runs on a background thread about every second: a request touching 500 per-user
+budgets must not wait for 500 reads. An alert may be re-sent if the process dies between commit and
+send; spend is never counted twice.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from datetime import datetime, timezone
 
 from ..budget.engine import BudgetEngine, _Match
 from ..budget.ledger import BudgetKey
-from ..budget.policy import Budget
+from ..budget.policy import DIMENSIONS, Budget
 from ..budget.windows import Window
-from .events import Attribution, CostEvent
+from .events import CostEvent
 from .store import IngestStore, Target
 
 _log = logging.getLogger(__name__)
@@ -70,8 +72,13 @@ class Accountant:
         self.store = store
         self._budgets = list(engine.config.budgets)
         self._windows = [_WindowCache(b) for b in self._budgets]
-        self._scopes: dict[Attribution, list[tuple[int, str]]] = {}
+        # The attributes any budget scope reads: scope keys depend on nothing else, so the matches
+        # are cached by those values alone (per-user budgets: about one entry per user).
+        self._reads = tuple(dict.fromkeys(name for b in self._budgets for name in _scope_attributes(b)))
+        self._scopes: dict[tuple[str | None, ...], list[tuple[int, str]]] = {}
         self._lock = threading.Lock()
+        self._dirty: dict[tuple[str, str, str], Target] = {}
+        self._dirty_lock = threading.Lock()
 
     def dimensions(self) -> set[str]:
         """Every dimension a budget scope names (the attributes spans must keep)."""
@@ -81,18 +88,18 @@ class Accountant:
             found.update(budget.scope.match)
         return found
 
-    def _scope_keys(self, attribution: Attribution) -> list[tuple[int, str]]:
-        found = self._scopes.get(attribution)
+    def _scope_keys(self, attribution: dict[str, str]) -> list[tuple[int, str]]:
+        values = tuple(map(attribution.get, self._reads))
+        found = self._scopes.get(values)
         if found is None:
-            attributes = dict(attribution)
             found = []
             for index, budget in enumerate(self._budgets):
-                scope_key = budget.scope.key_for(attributes)
+                scope_key = budget.scope.key_for(attribution)
                 if scope_key is not None:
                     found.append((index, scope_key))
             if len(self._scopes) > _MATCH_CACHE_LIMIT:
                 self._scopes.clear()
-            self._scopes[attribution] = found
+            self._scopes[values] = found
         return found
 
     def apply(self, events: Sequence[CostEvent]) -> Applied:
@@ -104,13 +111,14 @@ class Accountant:
         index_of: dict[tuple[int, str, str], int] = {}
         event_targets: list[tuple[int, ...]] = []
         now = time.time()
+        windows = self._windows
         with self._lock:  # the caches are not thread-safe; matching is cheap next to the commit
             for event in events:
                 where = []
                 # A point stamped in the future (a skewed client clock) counts in the current window.
                 seconds = min(event.time / 1e9, now)
                 for budget_index, scope_key in self._scope_keys(event.attribution):
-                    window = self._windows[budget_index].at(seconds)
+                    window = windows[budget_index].at(seconds)
                     cell = (budget_index, scope_key, window.bucket)
                     position = index_of.get(cell)
                     if position is None:
@@ -128,14 +136,21 @@ class Accountant:
                 touched.update(hit)
             elif units < 0:
                 applied.duplicates += 1
-        self._alerts(targets, touched)
+        if touched:
+            with self._dirty_lock:
+                for index in touched:
+                    target = targets[index]
+                    self._dirty[(target.key.budget, target.key.scope, target.window.bucket)] = target
         return applied
 
-    def _alerts(self, targets: Sequence[Target], touched: set[int]) -> None:
+    def check_alerts(self) -> int:
+        """Run the engine's alert checks on every budget whose spend moved since the last call; returns
+        how many were checked. Never raises (failures are logged and counted by the engine)."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
         now = datetime.now(timezone.utc)
         budgets = {b.name: b for b in self._budgets}
-        for index in sorted(touched):
-            target = targets[index]
+        for target in dirty.values():
             try:
                 spent = self.store.spend(target.key, target.window).spent
                 # The engine's own alert path: levels, forecast, once per level per window via the ledger.
@@ -143,3 +158,11 @@ class Accountant:
             except Exception:
                 self.engine.stats.count("errors")
                 _log.exception("otel-llmcost processor: alert check for %s failed", target.key)
+        return len(dirty)
+
+
+def _scope_attributes(budget: Budget) -> tuple[str, ...]:
+    names: list[str] = []
+    for dimension in (*budget.scope.match, *budget.scope.by):
+        names.extend(DIMENSIONS.get(dimension, (dimension,)))
+    return tuple(names)

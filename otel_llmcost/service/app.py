@@ -36,9 +36,10 @@ from .accounting import Accountant
 from .config import ProcessorConfig
 from .exposition import Counters, budget_gauges, gauge
 from .hints_api import hints_payload
+from .lite import AttributeCache
 from .metrics import extract_metrics, point_count
 from .pricing import ServicePricer
-from .spans import attribution_keys, extract_spans
+from .spans import USAGE_KEYS, attribution_keys, extract_spans
 from .store import IngestStore
 
 _log = logging.getLogger(__name__)
@@ -57,10 +58,34 @@ class ProcessorService:
         self.pricer = ServicePricer(catalog)
         self.accountant = Accountant(engine, store)
         self.span_keys = attribution_keys(self.accountant.dimensions())
+        self._attributes = AttributeCache(USAGE_KEYS, self.span_keys)
         self.counters = Counters()
         self.started = time.time()
         self.healthy = True
+        self.alert_interval = 1.0
+        self._stop = threading.Event()
+        self._alerts: threading.Thread | None = None
         self._describe()
+
+    # -- background: alert checks ------------------------------------------------------------------
+    def start_alerts(self) -> None:
+        """Check budgets whose spend moved for alerts about every `alert_interval` seconds."""
+        if self._alerts is None:
+            self._stop.clear()
+            self._alerts = threading.Thread(target=self._alert_loop, name="llmcost-alerts", daemon=True)
+            self._alerts.start()
+
+    def stop_alerts(self) -> None:
+        """Stop the checks after a last one (so nothing committed goes unchecked)."""
+        if self._alerts is not None:
+            self._stop.set()
+            self._alerts.join(timeout=10)
+            self._alerts = None
+        self.accountant.check_alerts()
+
+    def _alert_loop(self) -> None:
+        while not self._stop.wait(self.alert_interval):
+            self.accountant.check_alerts()
 
     def _describe(self) -> None:
         c = self.counters
@@ -122,7 +147,7 @@ class ProcessorService:
         return 200, body, kind
 
     def _ingest_traces(self, request: Any, content_type: str | None) -> tuple[int, bytes, str]:
-        batch = extract_spans(request, self.pricer, self.config.span_accounting, self.span_keys)
+        batch = extract_spans(request, self.pricer, self.config.span_accounting, self.span_keys, self._attributes)
         applied = self._commit(batch.events)
         c = self.counters
         c.add("llmcost_processor_spans_total", batch.spans, result="received")
@@ -182,12 +207,14 @@ class ProcessorService:
         server = self.make_server()
         thread = threading.Thread(target=server.serve_forever, name="llmcost-processor", daemon=True)
         thread.start()
+        self.start_alerts()
         try:
             yield server
         finally:
             server.shutdown()
             server.server_close()
             thread.join(timeout=5)
+            self.stop_alerts()
 
 
 def _json(status: int, payload: Any) -> tuple[int, bytes, str]:

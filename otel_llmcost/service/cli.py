@@ -79,12 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = settings.host, server.server_address[1]
     print(f"otel-llmcost processor listening on http://{host}:{port} (ledger {store.uri}, "
           f"span accounting {settings.span_accounting})", flush=True)
+    service.start_alerts()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        service.stop_alerts()
         engine.close()
         store.close()
     return 0

@@ -20,8 +20,8 @@ SOURCE_COST_METRIC = "cost_metric"
 SOURCE_TOKEN_METRIC = "token_metric"
 SOURCE_SPAN = "span"
 
-Attribution = tuple[tuple[str, str], ...]
-"""Sorted (attribute, value) pairs a budget scope is matched against (hashable, so matches are cached)."""
+Attribution = dict[str, str]
+"""The attributes a budget scope is matched against (resource and point or span attributes, as text)."""
 
 
 @dataclass(slots=True)

@@ -66,7 +66,7 @@ def _digest(*parts: str) -> bytes:
 def _attribution(resource: Mapping[str, Any], point: Mapping[str, Any]) -> Attribution:
     merged = {key: as_text(value) for key, value in resource.items() if value is not None}
     merged.update((key, as_text(value)) for key, value in point.items() if value is not None)
-    return tuple(sorted(merged.items()))
+    return merged
 
 
 def _identity(attributes: Mapping[str, Any]) -> str:

@@ -23,6 +23,8 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from .lite import LiteTraceRequest
+
 M = TypeVar("M", bound=Message)
 
 PROTOBUF = "application/x-protobuf"
@@ -120,10 +122,20 @@ def decode_metrics(body: bytes, content_type: str | None, encoding: str | None,
     return parse(ExportMetricsServiceRequest, decompress(body, encoding, limit), content_type)
 
 
-def decode_traces(body: bytes, content_type: str | None, encoding: str | None,
-                  limit: int) -> ExportTraceServiceRequest:
-    """An OTLP traces export request from an HTTP body."""
-    return parse(ExportTraceServiceRequest, decompress(body, encoding, limit), content_type)
+def decode_traces(body: bytes, content_type: str | None, encoding: str | None, limit: int) -> Any:
+    """An OTLP traces export request from an HTTP body, as the trimmed view of `lite.py`.
+
+    JSON is parsed (and checked) as the full message first, then re-encoded for the trimmed view.
+    """
+    plain = decompress(body, encoding, limit)
+    if media_type(content_type) == JSON:
+        plain = parse(ExportTraceServiceRequest, plain, content_type).SerializeToString()
+    elif media_type(content_type) not in (PROTOBUF, "application/protobuf"):
+        raise PayloadError(415, f"Content-Type {content_type!r} is not supported; send {PROTOBUF} or {JSON}")
+    try:
+        return LiteTraceRequest.FromString(plain)
+    except DecodeError as exc:
+        raise PayloadError(400, f"the body is not a valid ExportTraceServiceRequest protobuf: {exc}") from None
 
 
 def encode_response(message: Message, content_type: str | None) -> tuple[bytes, str]:

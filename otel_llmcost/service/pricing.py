@@ -13,7 +13,6 @@ import threading
 import time
 from decimal import Decimal
 
-from ..errors import UsageError
 from ..pricing import ModelPrices, PriceCatalog, UnknownPriceError, Usage, compute
 
 _log = logging.getLogger(__name__)
@@ -67,24 +66,60 @@ class ServicePricer:
         rate = getattr(raw, "base", raw)  # tiered prices: the base tier
         return float(Decimal(rate) * _NANO_PER_MTOK)
 
+    def _integer_rates(self, model: str, provider: str | None) -> tuple[int, int, int, int] | None:
+        """Pico-USD per token (input, cache read, cache write, output) when every rate is a plain
+        number with at most 6 decimals (per million tokens): then a call's cost is integer arithmetic,
+        exactly what `compute` gives, at a fraction of the cost. None: tiered or odd prices."""
+        key = ("rates", model, provider, int(time.time() // 86400))
+        try:
+            return self._calls[key]  # type: ignore[return-value]
+        except KeyError:
+            pass
+        prices = self.prices(model, provider)
+        rates: tuple[int, int, int, int] | None = None
+        if prices is not None:
+            raw = [prices.input_mtok, prices.cache_read_mtok, prices.cache_write_mtok, prices.output_mtok]
+            raw[0] = raw[0] if raw[0] is not None else 0
+            raw[3] = raw[3] if raw[3] is not None else 0
+            raw[1] = raw[1] if raw[1] is not None else raw[0]
+            raw[2] = raw[2] if raw[2] is not None else raw[0]
+            try:
+                scaled = [Decimal(r).scaleb(6) for r in raw]
+                if all(v == v.to_integral_value() for v in scaled):
+                    rates = (int(scaled[0]), int(scaled[1]), int(scaled[2]), int(scaled[3]))
+            except (TypeError, ArithmeticError, ValueError):
+                rates = None  # tiered prices are objects, not numbers
+        with self._lock:
+            self._calls[key] = rates  # type: ignore[assignment]
+        return rates
+
     def call_units(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,
                    cache_read: int = 0, cache_write: int = 0, reasoning: int = 0) -> int | None:
-        """Nano-USD of one call's usage (the catalog's full arithmetic: cache reads, tiers), or None."""
+        """Nano-USD of one call's usage (the catalog's arithmetic: cache reads and writes, tiers), or None."""
+        if cache_read + cache_write > input_tokens:
+            cache_read = cache_write = 0  # inconsistent counts: price them all as plain input
+        rates = self._integer_rates(model, provider)
+        if rates is not None:
+            pico = ((input_tokens - cache_read - cache_write) * rates[0] + cache_read * rates[1]
+                    + cache_write * rates[2] + output_tokens * rates[3])
+            units, rest = divmod(pico, 1000)
+            if rest > 500 or (rest == 500 and units % 2):  # half to even, as Decimal rounds
+                units += 1
+            return units
+        if self.prices(model, provider) is None:
+            return None
         key = (model, provider, input_tokens, output_tokens, cache_read, cache_write, reasoning)
         try:
             return self._calls[key]
         except KeyError:
             pass
         prices = self.prices(model, provider)
-        units: int | None = None
+        found: int | None = None
         if prices is not None:
-            try:
-                usage = Usage(input_tokens, output_tokens, cache_read, cache_write, 0, reasoning)
-            except UsageError:
-                usage = Usage(input_tokens, output_tokens)  # inconsistent cache counts: price them as input
-            units = int(compute(prices, usage).total.scaleb(9).to_integral_value())
+            usage = Usage(input_tokens, output_tokens, cache_read, cache_write, 0, min(reasoning, output_tokens))
+            found = int(compute(prices, usage).total.scaleb(9).to_integral_value())
         with self._lock:
             if len(self._calls) > _MEMO_LIMIT:
                 self._calls.clear()
-            self._calls[key] = units
-        return units
+            self._calls[key] = found
+        return found

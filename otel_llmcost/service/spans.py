@@ -21,10 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
 from .. import names
 from ..budget.policy import DIMENSIONS
-from .attributes import all_attributes, as_text, some_attributes
+from .attributes import all_attributes, as_text
 from .events import SOURCE_SPAN, SPAN, CostEvent, usd_units
+from .lite import SCOPED, USAGE, AttributeCache
 from .pricing import ServicePricer
 
 SpanAccounting = Literal["off", "foreign", "all"]
@@ -40,16 +44,13 @@ _COST = names.GEN_AI_USAGE_COST
 _RESPONSE_MODEL = names.GEN_AI_RESPONSE_MODEL
 _REQUEST_MODEL = names.GEN_AI_REQUEST_MODEL
 _PROVIDER = names.GEN_AI_PROVIDER_NAME
-_USAGE_KEYS = frozenset({_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _CACHE_CREATION, _REASONING, _COST,
+USAGE_KEYS = frozenset({_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _CACHE_CREATION, _REASONING, _COST,
                          _RESPONSE_MODEL, _REQUEST_MODEL, _PROVIDER, "gen_ai.system"})
-ATTRIBUTION_KEYS = frozenset({names.LLMCOST_USER_ID, names.LLMCOST_TENANT_ID, names.LLMCOST_USER_TIER,
-                              names.LLMCOST_FEATURE, names.GEN_AI_OPERATION_NAME, _RESPONSE_MODEL,
-                              _REQUEST_MODEL, _PROVIDER})
 
 
 def attribution_keys(dimensions: Iterable[str]) -> frozenset[str]:
-    """The span attributes budgets may be scoped by: ours plus any attribute a budget names."""
-    keys = set(ATTRIBUTION_KEYS)
+    """The attributes budgets are scoped by (the only ones a span's attribution needs)."""
+    keys: set[str] = set()
     for dimension in dimensions:
         keys.update(DIMENSIONS.get(dimension, (dimension,)))
     return frozenset(keys)
@@ -69,33 +70,67 @@ class SpansBatch:
 
 
 def _tokens(attrs: dict[str, Any], key: str) -> int:
-    value = attrs.get(key)
-    if value is None:
-        return 0
+    value = attrs.get(key, 0)
+    if type(value) is int and value >= 0:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
         raise ValueError(f"{key}={value!r} is not a token count")
     return int(value)
 
 
+def _read(raw_attributes: Any, cache: AttributeCache) -> tuple[dict[str, Any], dict[str, str]]:
+    """A span's usage attributes and the attributes budgets are scoped by (as text)."""
+    usage: dict[str, Any] = {}
+    attribution: dict[str, str] = {}
+    entries = cache.entries
+    read_keys = cache.key_flags
+    for raw in raw_attributes:
+        found = entries.get(raw)
+        if found is None:
+            # `cache.lookup` inlined: an attribute nobody reads is skipped by its key bytes alone.
+            if len(raw) > 2 and raw[1] < 128 and raw[0] == 10 and raw[2:2 + raw[1]] not in read_keys:
+                continue
+            found = cache.parse(raw)
+        key, value, flags = found
+        if flags:
+            if flags & USAGE:
+                usage[key] = value
+            if flags & SCOPED:
+                attribution[key] = as_text(value)
+    return usage, attribution
+
+
 def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
-                  wanted: frozenset[str] = ATTRIBUTION_KEYS) -> SpansBatch:
-    """Price the GenAI spans of an `ExportTraceServiceRequest`; events for those that count (see doc)."""
+                  wanted: frozenset[str] = frozenset(), cache: AttributeCache | None = None) -> SpansBatch:
+    """Price the GenAI spans of a trace request (`lite.LiteTraceRequest`); events for those that count.
+
+    `wanted`: the attributes budgets are scoped by (`attribution_keys`); resource attributes among them
+    apply to every span of the resource, span attributes win.
+    """
     batch = SpansBatch()
-    keys = _USAGE_KEYS | wanted
+    if cache is None or cache.scoped != wanted:
+        cache = AttributeCache(USAGE_KEYS, wanted)
     for resource_spans in request.resource_spans:
-        resource = {k: as_text(v) for k, v in all_attributes(resource_spans.resource.attributes).items()
-                    if v is not None}
+        resource_attributes = Resource.FromString(resource_spans.resource).attributes
+        resource = {k: as_text(v) for k, v in all_attributes(resource_attributes).items()
+                    if v is not None and k in wanted}
+        scopes = [(InstrumentationScope.FromString(ss.scope).name, ss.spans) for ss in resource_spans.scope_spans]
         ours: set[bytes] = set()
         if mode == "foreign":
-            for scope_spans in resource_spans.scope_spans:
-                if scope_spans.scope.name == _OWN_SCOPE:
-                    ours.update(span.span_id for span in scope_spans.spans)
-        for scope_spans in resource_spans.scope_spans:
-            own_scope = scope_spans.scope.name == _OWN_SCOPE
-            spans = scope_spans.spans
+            for name, spans in scopes:
+                if name == _OWN_SCOPE:
+                    ours.update(span.span_id for span in spans)
+        for name, spans in scopes:
+            own_scope = name == _OWN_SCOPE
             batch.spans += len(spans)
             for span in spans:
-                attrs = some_attributes(span.attributes, keys)
+                try:
+                    attrs, attribution = _read(span.attributes, cache)
+                except ValueError as exc:
+                    batch.invalid += 1
+                    if len(batch.errors) < 5:
+                        batch.errors.append(str(exc))
+                    continue
                 if _INPUT not in attrs and _OUTPUT not in attrs and _COST not in attrs:
                     continue
                 units = _price(attrs, pricer, batch)
@@ -105,13 +140,10 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                 batch.units_priced += units
                 if mode == "off" or (mode == "foreign" and (own_scope or (ours and span.parent_span_id in ours))):
                     continue
-                attribution = dict(resource)
-                for key in wanted:
-                    value = attrs.get(key)
-                    if value is not None:
-                        attribution[key] = as_text(value)
+                if resource:
+                    attribution = {**resource, **attribution}
                 batch.events.append(CostEvent(SPAN, span.trace_id + span.span_id, span.end_time_unix_nano,
-                                              units, tuple(sorted(attribution.items())), SOURCE_SPAN))
+                                              units, attribution, SOURCE_SPAN))
     return batch
 
 

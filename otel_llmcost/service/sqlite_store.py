@@ -104,9 +104,12 @@ class SQLiteIngestStore(SQLiteLedger):
                     [(key, t, v, u, at) for key, (t, v, u) in changed.items()])
             if new_marks:
                 db.executemany("INSERT INTO ingest_marks (key, seen) VALUES (?, ?)", new_marks)
-            for target, units in zip(targets, spend, strict=True):
-                if units:
-                    self._add(db, target.key, target.window, target.window.bucket, units)
+            rows = [(t.key.budget, t.key.scope, t.window.bucket, units, t.window.keep_until.timestamp())
+                    for t, units in zip(targets, spend, strict=True) if units]
+            if rows:  # the ledger's own upsert (SQLiteLedger._add), for all budgets in one call
+                db.executemany(
+                    "INSERT INTO budget_spend (budget, scope, bucket, spent, keep_until) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (budget, scope, bucket) DO UPDATE SET spent = spent + excluded.spent", rows)
             self._applies += 1
             if self._applies % _PRUNE_EVERY == 0:
                 self._prune_ingest(db, at)

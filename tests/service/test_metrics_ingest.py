@@ -144,5 +144,6 @@ def test_levels_fire_one_alert_despite_resends(start_processor):
     request = cost_request([({"llmcost.user.id": "bob"}, T0, T0 + 60 * S, 0.9)])
     for _ in range(3):
         send(p.url, request)
+        p.service.accountant.check_alerts()  # what the background thread does every second
     levels = [(a.budget, a.scope_key, a.level) for a in p.sink.alerts]
     assert levels == [("per-user", "user=bob", "warn"), ("per-user", "user=bob", "throttle")]
