@@ -21,6 +21,7 @@ from .budget.breaker import BudgetBreaker
 from .budget.engine import BudgetEngine, Hints
 from .budget.levels import Level
 from .errors import ModelNotAllowedError
+from .hints import HintsBreaker, HintsClient
 from .pricing import PriceCatalog
 from .pricing.estimate import estimate_request
 from .ratelimit.errors import RateLimitExceeded
@@ -71,12 +72,15 @@ class CostGuard:
         cache: CallCache | None = None,
         router: Router | None = None,
         rejections: Any = None,
+        hints: HintsClient | None = None,
     ) -> None:
         self.catalog = catalog
         self.limiter = limiter
         self.policy = rate_limit_policy or RateLimitPolicy()
         self.budget = budget
-        self.breaker = BudgetBreaker(budget, catalog) if budget is not None else None
+        self.hints_client = hints  # budget levels from the processor service, when no local engine
+        self.breaker: BudgetBreaker | None = (
+            BudgetBreaker(budget, catalog) if budget is not None else HintsBreaker(hints, catalog) if hints else None)
         self.cache = cache
         self.router = router
         self.rejections = rejections  # a Counter: llmcost.ratelimit.rejections
@@ -133,9 +137,12 @@ class CostGuard:
             return None
 
     def _hints(self, call: Call) -> Hints | None:
-        if self.budget is None or self.breaker is None:
+        if self.breaker is None:
             return None
-        hints = self.budget.hints(self.breaker.attributes(call))
+        source = self.budget if self.budget is not None else self.hints_client
+        if source is None:
+            return None
+        hints = source.hints(self.breaker.attributes(call))
         call.span.set_attribute(names.LLMCOST_BUDGET_LEVEL, hints.level.label)
         return hints
 
@@ -204,11 +211,13 @@ def install_guard(
     budget: BudgetEngine | None = None,
     cache: CallCache | None = None,
     router: Router | None = None,
+    hints: HintsClient | None = None,
 ) -> CostGuard:
     """Put a `CostGuard` with the given parts in the call path of every instrumented SDK.
 
     The budget engine, when given, is also fed by the instrumentation (see `enable_budgets`): calls the
-    guard settled are not counted twice.
+    guard settled are not counted twice. Without one, `hints` (a `HintsClient` polling the processor
+    service) supplies the budget levels: throttle and stop apply the same way, nothing is reserved.
     """
     from .telemetry import current_telemetry
 
@@ -216,6 +225,7 @@ def install_guard(
     if telemetry is None:
         raise RuntimeError("no instrumentation to guard: call otel_llmcost.instrument() first")
     guard = CostGuard(catalog=telemetry.catalog, limiter=limiter, rate_limit_policy=rate_limit_policy,
-                      budget=budget, cache=cache, router=router, rejections=telemetry.ratelimit_rejections)
+                      budget=budget, cache=cache, router=router, rejections=telemetry.ratelimit_rejections,
+                      hints=hints)
     telemetry.guard = guard
     return guard

@@ -75,6 +75,7 @@ def hints_payload(engine: BudgetEngine, query: Mapping[str, list[str]]) -> dict[
             "utilization": status.utilization,
             "spend": str(status.spend),
             "limit": str(status.limit),
+            "stop_limit": str(budget.stop_limit),
             "cache_only": status.level >= Level.STOP,
             "allowed_models": list(budget.allowed_models) if throttled and budget.allowed_models else None,
             "reset_at": status.window_end.isoformat(),
