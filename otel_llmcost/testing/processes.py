@@ -466,11 +466,14 @@ class CollectorProcess(ManagedProcess):
     def ready(self) -> bool:
         return http_ok(f"http://127.0.0.1:{self.ports['health']}/")
 
-    def validate(self) -> None:
-        """`otelcol-llmcost validate` on the config with this process's environment; raises on errors."""
+    def validate(self, env: Mapping[str, str] | None = None) -> None:
+        """`otelcol-llmcost validate` on the config; raises with the Collector's words on errors.
+
+        `env`: the variables to set (default: this process's endpoints; `{}` checks the config's defaults).
+        """
         result = subprocess.run(
             [self.binary, "validate", f"--config=file:{self.config_path}"],
-            env={**os.environ, **self.env},
+            env={**os.environ, **(self.env if env is None else env)},
             capture_output=True,
             text=True,
             timeout=60,
