@@ -10,8 +10,10 @@ never stored, so at call time we record, on the call's span:
   tokens: the second could have read them from the provider's cache.
 * ``llmcost.query.hash``: a hash of the whole request (provider, model, prompt, parameters that change
   the answer): equal hashes are exact duplicates an exact cache would have served.
-* ``llmcost.route.complexity``: the heuristic router's class of the last user message, unless the
-  router itself ran (its class wins).
+* ``llmcost.route.complexity``: the heuristic router's class of the last user message, on a random
+  sample of calls (``OTEL_LLMCOST_COMPLEXITY_SAMPLE``, default 0.1: the classifier costs tens of µs,
+  a sample tells the advisor the share of simple calls just as well); when the router itself ran,
+  its class is on every routed call.
 
 The hashes are BLAKE2b keyed with a per-installation secret, not plain hashes: short or well-known
 prompts ("yes", a published system prompt) could otherwise be confirmed by anyone who reads the
@@ -20,9 +22,8 @@ the same value so their hashes match) or from a key file created once, readable 
 (``$XDG_CONFIG_HOME/otel-llmcost/fingerprint.key``). ``OTEL_LLMCOST_FINGERPRINTS=false`` turns all of
 this off.
 
-Cost: one pass of BLAKE2b over the prompt's text (~1 GB/s; a 4 KB prompt is a few µs) plus the
-heuristic classifier on the last user message (capped at 2,000 characters), only for spans that are
-recorded. The text walk is in prompt-cache order: tools, system prompt, then the conversation.
+Cost: one pass of BLAKE2b over the prompt's text (~1 GB/s; a 4 KB prompt is a few µs), only for spans
+that are recorded, plus the heuristic classifier (capped at 2,000 characters) on the sampled calls. The text walk is in prompt-cache order: tools, system prompt, then the conversation.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
@@ -44,6 +46,9 @@ OTEL_LLMCOST_FINGERPRINTS: Final = "OTEL_LLMCOST_FINGERPRINTS"
 """`false` turns off the prompt fingerprints (prefix and query hashes, complexity class)."""
 OTEL_LLMCOST_FINGERPRINT_KEY: Final = "OTEL_LLMCOST_FINGERPRINT_KEY"
 """Secret that keys the hashes; the same value on every replica makes their hashes comparable."""
+OTEL_LLMCOST_COMPLEXITY_SAMPLE: Final = "OTEL_LLMCOST_COMPLEXITY_SAMPLE"
+"""Share of calls (0..1) whose complexity class is recorded (default 0.1)."""
+DEFAULT_COMPLEXITY_SAMPLE: Final = 0.1
 
 CHARS_PER_TOKEN: Final = 4
 """The estimate `otel_llmcost.pricing.estimate` uses: boundaries are in estimated tokens."""
@@ -60,6 +65,7 @@ _NOT_ANSWER_PARAMS = frozenset(_PROMPT_KEYS) | {
 
 _key_lock = threading.Lock()
 _key: bytes | None = None
+_sample: float | None = None
 
 
 def _key_file() -> Path:
@@ -103,10 +109,11 @@ def hash_key() -> bytes:
 
 
 def reset_key() -> None:
-    """Forget the key read so far (tests that switch keys)."""
-    global _key
+    """Forget the key and the sample share read so far (tests that switch them)."""
+    global _key, _sample
     with _key_lock:
         _key = None
+        _sample = None
 
 
 def _pieces(value: Any, depth: int = 0) -> Iterator[str]:
@@ -153,8 +160,30 @@ def _prompt_parts(kwargs: Mapping[str, Any]) -> Iterator[str]:
             yield from _pieces(value)
 
 
-def fingerprint(provider: str, model: str, kwargs: Mapping[str, Any], *, complexity: bool = True) -> dict[str, Any]:
-    """The span attributes described in the module docstring, for one request's keyword arguments."""
+def complexity_sample() -> float:
+    """The share of calls to classify, from the environment (read once; a bad value is logged)."""
+    global _sample
+    if _sample is None:
+        raw = os.environ.get(OTEL_LLMCOST_COMPLEXITY_SAMPLE, "").strip()
+        value = DEFAULT_COMPLEXITY_SAMPLE
+        if raw:
+            try:
+                value = float(raw)
+                if not 0.0 <= value <= 1.0:
+                    raise ValueError(raw)
+            except ValueError:
+                _log.warning("%s=%r is not a share between 0 and 1; using %s", OTEL_LLMCOST_COMPLEXITY_SAMPLE, raw,
+                             DEFAULT_COMPLEXITY_SAMPLE)
+                value = DEFAULT_COMPLEXITY_SAMPLE
+        _sample = value
+    return _sample
+
+
+def fingerprint(provider: str, model: str, kwargs: Mapping[str, Any], *,
+                complexity_rate: float | None = None) -> dict[str, Any]:
+    """The span attributes described in the module docstring, for one request's keyword arguments.
+
+    `complexity_rate`: the share of calls to classify (default: `complexity_sample()`)."""
     key = hash_key()
     # One joined string, hashed in slices between boundaries: per-piece updates cost more in Python.
     text = _SEPARATOR.join(_prompt_parts(kwargs))
@@ -180,7 +209,8 @@ def fingerprint(provider: str, model: str, kwargs: Mapping[str, Any], *, complex
     if hashes:
         attributes[names.LLMCOST_PROMPT_PREFIX_HASHES] = tuple(hashes)
         attributes[names.LLMCOST_PROMPT_PREFIX_TOKENS] = tuple(tokens)
-    if complexity:
+    rate = complexity_sample() if complexity_rate is None else complexity_rate
+    if rate >= 1.0 or (rate > 0.0 and random.random() < rate):
         level = _complexity(kwargs)
         if level is not None:
             attributes[names.LLMCOST_ROUTE_COMPLEXITY] = level

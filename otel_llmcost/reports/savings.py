@@ -137,6 +137,10 @@ def advise_routing(frame: pd.DataFrame, catalog: PriceCatalog, router: Router, d
 
     rows = _priced(frame)
     known = rows[rows["complexity"].notna()]
+    # Calls are classified on a random sample (OTEL_LLMCOST_COMPLEXITY_SAMPLE) among those fingerprinted:
+    # the sample's saving stands for all of them.
+    eligible = int((rows["complexity"].notna() | rows["query_hash"].notna()).sum())
+    scale = eligible / len(known) if len(known) else 1.0
     if known.empty:
         return Recommendation("routing", "Route simple queries to cheaper models", None, None, 0, "no data",
                               "no call has a recorded complexity class: record it (OTEL_LLMCOST_FINGERPRINTS, "
@@ -169,8 +173,9 @@ def advise_routing(frame: pd.DataFrame, catalog: PriceCatalog, router: Router, d
         entry["calls"] += 1
         entry["saving_usd"] += float(actual - cheaper)
     low, high = wilson(len(simple), len(known))
-    value = float(saving)
-    evidence = {"calls_classified": len(known), "simple_calls": len(simple),
+    value = float(saving) * scale
+    evidence = {"calls_classified": len(known), "calls_fingerprinted": eligible, "scaled_by": scale,
+                "sample_saving_usd": float(saving), "simple_calls": len(simple),
                 "simple_share": len(simple) / len(known), "simple_share_95ci": [low, high],
                 "simple_calls_on_dearer_models": moved, "their_cost_usd": float(now_cost), "moves": by_target}
     if not moved:
@@ -180,6 +185,8 @@ def advise_routing(frame: pd.DataFrame, catalog: PriceCatalog, router: Router, d
         summary = (f"{len(simple) / len(known):.0%} of {len(known)} classified calls are simple "
                    f"(95% CI {low:.0%}-{high:.0%}); {moved} of them ran on a dearer model than needed: "
                    f"${value:,.2f} in the period on the cheaper model of their tier")
+        if scale > 1.0:
+            summary += f" (a {1 / scale:.0%} sample of {eligible} calls, scaled up)"
     return Recommendation("routing", "Route simple queries to cheaper models", value, _monthly(value, days),
                           len(known), confidence(len(known)), summary, evidence)
 

@@ -134,7 +134,7 @@ def generate(start: date, days: int, *, weekday_calls: int = 60, weekend_calls: 
 def _call(catalog: PriceCatalog, rng: random.Random, at: datetime, provider: str, model: str, user: str, tier: str,
           feature: str, question: str, system: bool, session_index: int) -> SyntheticCall:
     kwargs = _kwargs(model, question, system)
-    attrs = fingerprint(provider, model, kwargs)
+    attrs = fingerprint(provider, model, kwargs, complexity_rate=1.0)
     prompt_tokens = (len(SYSTEM_PROMPT) // 4 if system else 0) + len(question) // 4 + 12
     output = rng.randint(60, 600) if "Design" not in question and "Diagnose" not in question else rng.randint(900, 2000)
     usage = Usage(input_tokens=prompt_tokens, output_tokens=output)

@@ -114,6 +114,24 @@ def test_routing_reprices_simple_calls_on_the_tier_cheap_model(catalog):
     assert found.monthly == pytest.approx(float(expected) * DAYS_PER_MONTH / 3)
 
 
+def test_routing_scales_a_classified_sample(catalog):
+    """One classified call among four fingerprinted ones: its saving stands for four calls."""
+    router = Router(prices=catalog)
+    at = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)
+    from otel_llmcost.pricing import Usage
+
+    usage = Usage(input_tokens=1000, output_tokens=200)
+    cost = float(catalog.cost(usage, "claude-sonnet-4-6", "anthropic").total)
+    rows = [{"time": at + timedelta(hours=i), "provider": "anthropic", "model": "claude-sonnet-4-6", "tier": "pro",
+             "complexity": "simple" if i == 0 else None, "query_hash": f"h{i}", "input_tokens": 1000,
+             "output_tokens": 200, "cost_usd": cost} for i in range(4)]
+    frame = conform(rows)
+    found = advise_routing(frame, catalog, router, 1)
+    assert found.evidence["scaled_by"] == 4.0
+    assert found.saving == pytest.approx(4 * found.evidence["sample_saving_usd"])
+    assert found.sample == 1 and found.confidence == "low"
+
+
 def test_no_data_means_no_recommendation(catalog):
     """Calls with no hashes, no complexity, no feature tags and no cache lookups: every item says no data."""
     at = datetime(2026, 11, 2, 12, tzinfo=timezone.utc)

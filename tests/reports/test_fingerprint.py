@@ -36,7 +36,14 @@ def oai(llm_server):
     return openai.OpenAI(base_url=llm_server.openai_base_url, api_key="sk-test-secret", max_retries=0)
 
 
-def test_openai_calls_carry_prefix_and_query_hashes(instrumented, oai, span_exporter):
+@pytest.fixture
+def classify_all(monkeypatch):
+    """Every call gets its complexity class (the default is a 10% sample)."""
+    monkeypatch.setenv(fingerprint.OTEL_LLMCOST_COMPLEXITY_SAMPLE, "1")
+    fingerprint.reset_key()
+
+
+def test_openai_calls_carry_prefix_and_query_hashes(classify_all, instrumented, oai, span_exporter):
     """Two questions on one long system prompt share their prefix hashes; asking again repeats the query hash."""
     chat(oai, "What time do you close?")
     chat(oai, "Where is my order?")
@@ -131,7 +138,22 @@ def test_unusable_key_file_falls_back_with_a_warning(monkeypatch, tmp_path, capl
     assert "keyed for this process only" in caplog.text
 
 
-def test_advise_finds_the_repeated_prefix_of_real_calls(llm_server, tmp_path, capsys):
+def test_complexity_is_sampled(monkeypatch):
+    """The class is recorded on the configured share of calls: none at 0, all at 1, some at 0.5."""
+    kwargs = {"model": "gpt-5.4", "messages": [{"role": "user", "content": "What time do you close?"}]}
+
+    def classified(share: str) -> int:
+        monkeypatch.setenv(fingerprint.OTEL_LLMCOST_COMPLEXITY_SAMPLE, share)
+        fingerprint.reset_key()
+        return sum(names.LLMCOST_ROUTE_COMPLEXITY in fingerprint.fingerprint("openai", "gpt-5.4", kwargs)
+                   for _ in range(400))
+
+    assert classified("0") == 0
+    assert classified("1") == 400
+    assert 120 < classified("0.5") < 280  # binomial(400, 0.5): outside this range once in ~10^15 runs
+
+
+def test_advise_finds_the_repeated_prefix_of_real_calls(classify_all, llm_server, tmp_path, capsys):
     """Real OpenAI calls recorded in the embedded store: advise sees the shared 2,048-token prefix."""
     store = tmp_path / "calls.db"
     exporter = LocalStoreSpanExporter(store)
