@@ -100,6 +100,22 @@ class CallResult:
     """True when a guard already put this call's cost in the budget ledger (reserve, then settle)."""
 
 
+def status_description(error: BaseException) -> str:
+    """What a failed call's span status says: the error's class and HTTP status, never its message.
+
+    A provider's error message may quote the request (the prompt, the API key: OpenAI's 401 names the key
+    it got), so it stays in the exception the app receives. Our own refusals (budget, rate limit) say
+    nothing private and keep their message, which is what an operator needs.
+    """
+    from .errors import CallRefused
+
+    if isinstance(error, CallRefused):
+        return str(error)[:200]
+    status = getattr(error, "status_code", None) or getattr(error, "code", None)
+    name = type(error).__qualname__
+    return f"{name} (HTTP {status})" if isinstance(status, int) and not isinstance(status, bool) else name
+
+
 _current: Telemetry | None = None
 
 
@@ -461,13 +477,13 @@ class Call:
         error_type = type(error).__qualname__
         if usage is not None:
             self.span.set_attribute(names.ERROR_TYPE, error_type)
-            self.span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+            self.span.set_status(Status(StatusCode.ERROR, status_description(error)))
             self.finish(usage, response_model, incomplete=True, error_type=error_type)
             return
         self.ended = True
         self.deactivate()
         self.span.set_attribute(names.ERROR_TYPE, error_type)
-        self.span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+        self.span.set_status(Status(StatusCode.ERROR, status_description(error)))
         self.span.end()
         self.telemetry.duration.record(time.perf_counter() - self.started,
                                        self._metric_attributes(response_model, error_type))

@@ -328,8 +328,10 @@ class BatchResultsRead:
         self.ended = True
         from opentelemetry.trace import Status, StatusCode
 
+        from ...telemetry import status_description
+
         error_type = type(error).__qualname__
         for model, call in self.calls.items():
             call.span.set_attribute(names.ERROR_TYPE, error_type)
-            call.span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+            call.span.set_status(Status(StatusCode.ERROR, status_description(error)))
             call.finish(self.usage[model], model, batch=True, incomplete=True, error_type=error_type)
