@@ -80,7 +80,7 @@ class _Built(cogbuilder.Builder[dm.AnnotationQuery]):
         return self.value
 
 
-def annotations() -> list[cogbuilder.Builder[dm.AnnotationQuery]]:
+def alert_annotations() -> list[cogbuilder.Builder[dm.AnnotationQuery]]:
     """Grafana's own annotations, then budget alerts: Prometheus alerts that fired (the otel-llmcost
     rules in collector/rules/), and the budget levels themselves (warn and above), which show even when
     Prometheus has no alert rules loaded."""
@@ -109,7 +109,7 @@ def assemble(uid: str, title: str, description: str, sections: Sequence[Section]
     board = (
         dash.Dashboard(title).uid(uid).description(description).tags(TAGS).editable()
         .time("now-6h", "now").refresh("30s").timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .variables(variables()).annotations(annotations())
+        .variables(variables()).annotations(alert_annotations())
         .link(dash.DashboardLink("otel-llmcost dashboards").type(dm.DashboardLinkType.DASHBOARDS)
               .tags(["otel-llmcost"]).as_dropdown(True).include_vars(True).keep_time(True))
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from grafana_foundation_sdk.builders import bargauge, common, prometheus, stat, statetimeline, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
@@ -51,8 +52,8 @@ def thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
         [dm.Threshold(value=value, color=color) for value, color in steps])
 
 
-def _targets(queries: Sequence[Query]) -> list[cogbuilder.Builder[object]]:
-    built: list[cogbuilder.Builder[object]] = []
+def _targets(queries: Sequence[Query]) -> list[cogbuilder.Builder[cogvariants.Dataquery]]:
+    built: list[cogbuilder.Builder[cogvariants.Dataquery]] = []
     for i, query in enumerate(queries):
         target = prometheus.Dataquery().expr(query.expr).legend_format(query.legend).ref_id(chr(ord("A") + i))
         target = target.instant() if query.instant else target.range()
@@ -167,7 +168,7 @@ def bars(
 def levels_timeline(title: str, description: str, query: Query, *, width: int = 24,
                     height: int = 7) -> statetimeline.Panel:
     """Budget levels over time as coloured bands: 0 ok, 1 warn, 2 throttle, 3 stop."""
-    mappings = [dm.ValueMap(options={str(value): dm.ValueMappingResult(text=text, color=color, index=value)})
+    mappings: list[dm.ValueMapping] = [dm.ValueMap(options={str(value): dm.ValueMappingResult(text=text, color=color, index=value)})
                 for value, (text, color) in LEVEL_NAMES.items()]
     panel = (
         statetimeline.Panel().title(title).description(description).unit(LEVEL).datasource(DATASOURCE)

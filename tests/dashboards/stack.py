@@ -44,7 +44,8 @@ stop within seconds, so level bands, downgrades, refusals and alerts have data t
 
 
 def traffic_config(path: Path) -> Path:
-    """The demo's own traffic config with a tighter `summaries-daily` budget (see SUMMARIES_BUDGET)."""
+    """The demo's own traffic config with a tighter `summaries-daily` budget (see SUMMARIES_BUDGET) and a
+    budget that throttles the `analysis` feature at once (downgrades)."""
     import yaml
 
     from otel_llmcost.traffic import TRAFFIC_CONFIG
@@ -52,6 +53,11 @@ def traffic_config(path: Path) -> Path:
     config = yaml.safe_load(TRAFFIC_CONFIG)
     (budget,) = [b for b in config["budgets"] if b["name"] == "summaries-daily"]
     budget["amount"] = SUMMARIES_BUDGET
+    # The reasoning calls (feature `analysis`, gpt-5.4) stay at the throttle level from their first cent
+    # and never stop: each later one is a budget downgrade to gpt-5.4-mini for the routing panels.
+    config["budgets"].append({"name": "analysis-daily", "amount": 1.0, "window": "day",
+                              "scope": {"feature": "analysis"},
+                              "thresholds": {"warn": 0.001, "throttle": 0.002, "stop": 10}})
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
