@@ -89,10 +89,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.traffic:
         from .traffic import run_traffic
 
-        return run_traffic(args.duration, rate=args.rate, config=args.config, export_interval=args.export_interval)
+        return run_traffic(args.duration, max_calls=args.calls, rate=args.rate, config=args.config,
+                           export_interval=args.export_interval)
     from .demo import run_demo
 
-    return run_demo(store=args.store, calls=args.calls, otlp=args.otlp, export_interval=args.export_interval)
+    return run_demo(store=args.store, calls=60 if args.calls is None else args.calls, otlp=args.otlp, export_interval=args.export_interval)
 
 
 # Commands whose whole command line belongs to a part's own `main(argv)`.
@@ -119,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a realistic workload on the real SDKs against a built-in "
                                        "loopback server (no API key) and print what it cost")
     demo.add_argument("--store", type=Path, default=None, help="SQLite store to keep (default: a temporary one)")
-    demo.add_argument("--calls", type=int, default=60, help="number of LLM calls in the workload")
+    demo.add_argument("--calls", type=int, default=None, help="number of LLM calls in the workload (default 60; "
+                                                               "--traffic: stop after that many)")
     demo.add_argument("--otlp", action="store_true",
                       help="also send spans and metrics over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL)")
     demo.add_argument("--traffic", action="store_true",

@@ -175,6 +175,7 @@ class _Stop:
 def run_traffic(
     duration: float | None = None,
     *,
+    max_calls: int | None = None,
     rate: float = 5.0,
     config: str | os.PathLike[str] | None = None,
     export_interval: float = DEFAULT_EXPORT_INTERVAL,
@@ -182,8 +183,8 @@ def run_traffic(
     seed: int = 7,
     status_every: float = 10.0,
 ) -> int:
-    """Send the guarded workload over OTLP at `rate` calls a second for `duration` seconds (None: until
-    interrupted); returns a process exit code."""
+    """Send the guarded workload over OTLP at `rate` calls a second for `duration` seconds or `max_calls`
+    calls, whichever comes first (neither: until interrupted); returns a process exit code."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -197,6 +198,9 @@ def run_traffic(
         return 2
     if duration is not None and duration <= 0:
         print(f"otel-llmcost demo --traffic: --duration must be above 0 seconds, got {duration}", file=sys.stderr)
+        return 2
+    if max_calls is not None and max_calls <= 0:
+        print(f"otel-llmcost demo --traffic: --calls must be above 0, got {max_calls}", file=sys.stderr)
         return 2
     try:
         span_processor, reader = otlp_pipeline(export_interval)
@@ -222,10 +226,11 @@ def run_traffic(
             return 2
         print(f"Traffic: {rate:g} calls/s through the cost guard, OTLP to {otlp_target()} "
               f"(service {resource.attributes.get(SERVICE_NAME)}), "
-              + (f"for {duration:g} s" if duration else "until interrupted"), file=out, flush=True)
+              + _extent(duration, max_calls), file=out, flush=True)
         try:
             with stop.installed():
-                _loop(server, clients, stats, stop.event, duration, rate, random.Random(seed), out, status_every)
+                _loop(server, clients, stats, stop.event, duration, max_calls, rate, random.Random(seed), out,
+                      status_every)
         except KeyboardInterrupt:
             pass
         finally:
@@ -237,14 +242,20 @@ def run_traffic(
     return 0
 
 
+def _extent(duration: float | None, max_calls: int | None) -> str:
+    limits = [f"{duration:g} s" if duration else "", f"{max_calls} calls" if max_calls else ""]
+    return "for " + " or ".join(x for x in limits if x) if any(limits) else "until interrupted"
+
+
 def _loop(server: Any, clients: list[tuple[str, Any]], stats: TrafficStats, stop: threading.Event,
-          duration: float | None, rate: float, rng: random.Random, out: IO[str], status_every: float) -> None:
+          duration: float | None, max_calls: int | None, rate: float, rng: random.Random, out: IO[str],
+          status_every: float) -> None:
     start = time.monotonic()
     next_status = start + status_every
     index = 0
     while not stop.is_set():
         now = time.monotonic()
-        if duration is not None and now - start >= duration:
+        if (duration is not None and now - start >= duration) or (max_calls is not None and index >= max_calls):
             break
         _traffic_call(server, clients, index, rng, stats)
         index += 1

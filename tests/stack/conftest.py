@@ -245,10 +245,12 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
         yield server
 
 
-def run_demo_traffic(collector: CollectorProcess, duration: float = 5, rate: float = 20) -> str:
-    """`otel-llmcost demo --traffic` (this checkout's) against `collector` over OTLP/HTTP; its output.
+def run_demo_traffic(collector: CollectorProcess, calls: int = 80, rate: float = 40) -> str:
+    """`otel-llmcost demo --traffic --calls N` (this checkout's) against `collector` over OTLP/HTTP; its output.
 
-    The service is named `SERVICE` and the environment `ENVIRONMENT`, so queries can pick this run.
+    A call count, not a duration, so a slow machine sends the same workload (cache hits, rate-limit
+    refusals, the reasoning, unpriced and failing calls all come within the first 40 calls). The service
+    is named `SERVICE` and the environment `ENVIRONMENT`, so queries can pick this run.
     """
     env = {
         **os.environ,
@@ -261,7 +263,7 @@ def run_demo_traffic(collector: CollectorProcess, duration: float = 5, rate: flo
     for name in ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_LLMCOST_CONFIG"):
         env.pop(name, None)
     result = subprocess.run(
-        [sys.executable, "-m", "otel_llmcost.cli", "demo", "--traffic", "--duration", str(duration),
+        [sys.executable, "-m", "otel_llmcost.cli", "demo", "--traffic", "--calls", str(calls),
          "--rate", str(rate), "--export-interval", "1"],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
     )
@@ -271,5 +273,5 @@ def run_demo_traffic(collector: CollectorProcess, duration: float = 5, rate: flo
 
 @pytest.fixture(scope="module")
 def demo_traffic(collector: CollectorProcess, prometheus: PrometheusServer, otlp_sink: OTLPSink) -> str:
-    """Five seconds of demo traffic through the Collector, with Prometheus scraping it; the demo's output."""
+    """80 calls of demo traffic through the Collector, with Prometheus scraping it; the demo's output."""
     return run_demo_traffic(collector)
