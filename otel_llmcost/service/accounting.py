@@ -49,18 +49,18 @@ class _WindowCache:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
         self._window: Window | None = None
-        self._low = self._high = 0.0
+        self.low = self.high = 0.0
         slice_seconds = getattr(budget.window, "slice_seconds", None)
         self._slice = float(slice_seconds) if slice_seconds else None
 
     def at(self, seconds: float) -> Window:
         window = self._window
-        if window is not None and self._low <= seconds < self._high:
+        if window is not None and self.low <= seconds < self.high:
             return window
         window = self.budget.window.at(datetime.fromtimestamp(seconds, timezone.utc))
         high = window.end.timestamp()
         low = high - self._slice if self._slice is not None else window.start.timestamp()
-        self._window, self._low, self._high = window, low, high
+        self._window, self.low, self.high = window, low, high
         return window
 
 
@@ -88,8 +88,15 @@ class Accountant:
             found.update(budget.scope.match)
         return found
 
-    def _scope_keys(self, attribution: dict[str, str]) -> list[tuple[int, str]]:
-        values = tuple(map(attribution.get, self._reads))
+    def _span(self, seconds: float) -> tuple[float, float]:
+        """The interval around `seconds` in which every budget's window stays the same."""
+        low, high = float("-inf"), float("inf")
+        for cache in self._windows:
+            cache.at(seconds)
+            low, high = max(low, cache.low), min(high, cache.high)
+        return low, high
+
+    def _scope_keys(self, attribution: dict[str, str], values: tuple[str | None, ...]) -> list[tuple[int, str]]:
         found = self._scopes.get(values)
         if found is None:
             found = []
@@ -112,12 +119,23 @@ class Accountant:
         event_targets: list[tuple[int, ...]] = []
         now = time.time()
         windows = self._windows
+        reads = self._reads
         with self._lock:  # the caches are not thread-safe; matching is cheap next to the commit
+            # Events whose time falls in the windows current at the first event (nearly all of them)
+            # share their targets by scope values alone: one tuple and one look-up per event.
+            low, high = self._span(min(events[0].time / 1e9, now))
+            shared: dict[tuple[str | None, ...], tuple[int, ...]] = {}
             for event in events:
-                where = []
                 # A point stamped in the future (a skewed client clock) counts in the current window.
                 seconds = min(event.time / 1e9, now)
-                for budget_index, scope_key in self._scope_keys(event.attribution):
+                values = tuple(map(event.attribution.get, reads))
+                if low <= seconds < high:
+                    known = shared.get(values)
+                    if known is not None:
+                        event_targets.append(known)
+                        continue
+                where = []
+                for budget_index, scope_key in self._scope_keys(event.attribution, values):
                     window = windows[budget_index].at(seconds)
                     cell = (budget_index, scope_key, window.bucket)
                     position = index_of.get(cell)
@@ -125,7 +143,10 @@ class Accountant:
                         position = index_of[cell] = len(targets)
                         targets.append(Target(BudgetKey(self._budgets[budget_index].name, scope_key), window))
                     where.append(position)
-                event_targets.append(tuple(where))
+                found = tuple(where)
+                if low <= seconds < high:
+                    shared[values] = found
+                event_targets.append(found)
         increments = self.store.apply(events, event_targets, targets)
         applied.increments = increments
         touched: set[int] = set()

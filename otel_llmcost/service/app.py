@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -113,6 +113,17 @@ class ProcessorService:
         except otlp.PayloadError as exc:
             return exc.status, status_body(exc.status, exc.reason, kind), _error_type(kind)
 
+    @staticmethod
+    def _extract(read: Callable[[], Any], signal: str) -> Any:
+        """Read a request's events. A payload our reader fails on would fail the same way on every retry:
+        refuse it (400, the sender drops it) rather than answer 503 and have the Collector resend it for ever."""
+        try:
+            return read()
+        except Exception as exc:
+            _log.exception("otel-llmcost processor: an OTLP %s payload could not be read", signal)
+            raise otlp.PayloadError(400, f"the {signal} payload could not be read ({type(exc).__name__}: {exc}); "
+                                         "it is refused rather than retried") from exc
+
     def _commit(self, events: list[Any]) -> Any:
         try:
             applied = self.accountant.apply(events)
@@ -126,7 +137,7 @@ class ProcessorService:
         return applied
 
     def _ingest_metrics(self, request: Any, content_type: str | None) -> tuple[int, bytes, str]:
-        batch = extract_metrics(request, self.pricer)
+        batch = self._extract(lambda: extract_metrics(request, self.pricer), "metrics")
         applied = self._commit(batch.events)
         c = self.counters
         counted = applied.counted
@@ -147,7 +158,8 @@ class ProcessorService:
         return 200, body, kind
 
     def _ingest_traces(self, request: Any, content_type: str | None) -> tuple[int, bytes, str]:
-        batch = extract_spans(request, self.pricer, self.config.span_accounting, self.span_keys, self._attributes)
+        batch = self._extract(lambda: extract_spans(request, self.pricer, self.config.span_accounting,
+                                                    self.span_keys, self._attributes), "traces")
         applied = self._commit(batch.events)
         c = self.counters
         c.add("llmcost_processor_spans_total", batch.spans, result="received")

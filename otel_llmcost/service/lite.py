@@ -16,6 +16,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from .attributes import as_text
+
 _F = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "otel_llmcost.otlplite"
 _CACHE_LIMIT = 200_000
@@ -58,7 +60,7 @@ SCOPED = 2
 
 
 class AttributeCache:
-    """Encoded `KeyValue` bytes → (key, Python value, flags), bounded; safe to share between threads.
+    """Encoded `KeyValue` bytes → (key, value, flags, value as text), bounded; safe to share between threads.
 
     The flags (`USAGE`, `SCOPED`) are worked out once per distinct attribute, so the per-span loop
     skips the attributes nobody reads with one test.
@@ -68,11 +70,11 @@ class AttributeCache:
         self.usage = usage
         self.scoped = scoped
         self.limit = limit
-        self.entries: dict[bytes, tuple[str, Any, int]] = {}
+        self.entries: dict[bytes, tuple[str, Any, int, str]] = {}
         self.key_flags = {key.encode("utf-8"): (USAGE if key in usage else 0) | (SCOPED if key in scoped else 0)
                        for key in usage | scoped}
 
-    def lookup(self, raw: bytes) -> tuple[str, Any, int] | None:
+    def lookup(self, raw: bytes) -> tuple[str, Any, int, str] | None:
         """The cached entry for an encoded attribute, parsing it on a miss; None for an attribute
         nobody reads (told apart by its key bytes alone, so a unique value such as a response id is
         neither parsed nor cached)."""
@@ -83,7 +85,7 @@ class AttributeCache:
             return None  # field 1 (key), a short length, and a key we do not read
         return self.parse(raw)
 
-    def parse(self, raw: bytes) -> tuple[str, Any, int]:
+    def parse(self, raw: bytes) -> tuple[str, Any, int, str]:
         """Parse and cache one encoded attribute (the miss path of `entries.get`)."""
         try:
             pair = KeyValue.FromString(raw)
@@ -99,7 +101,7 @@ class AttributeCache:
             parsed = getattr(value, kind)
         key = pair.key
         flags = (USAGE if key in self.usage else 0) | (SCOPED if key in self.scoped else 0)
-        found = (key, parsed, flags)
+        found = (key, parsed, flags, as_text(parsed) if flags & SCOPED else "")
         if len(self.entries) >= self.limit:
             self.entries.clear()  # a crude bound; the working set refills within a few requests
         self.entries[raw] = found

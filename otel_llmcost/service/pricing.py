@@ -29,6 +29,8 @@ class ServicePricer:
         self._prices: dict[tuple[str, str | None, int], ModelPrices | None] = {}
         self._calls: dict[tuple[object, ...], int | None] = {}
         self._lock = threading.Lock()
+        self._rates_day = -1
+        self._rates: dict[tuple[str, str | None], tuple[int, int, int, int] | None] = {}
 
     def prices(self, model: str, provider: str | None) -> ModelPrices | None:
         """The model's prices today, or None (unknown: counted by the caller, warned about once)."""
@@ -66,6 +68,15 @@ class ServicePricer:
         rate = getattr(raw, "base", raw)  # tiered prices: the base tier
         return float(Decimal(rate) * _NANO_PER_MTOK)
 
+    def integer_rates_today(self) -> dict[tuple[str, str | None], tuple[int, int, int, int] | None]:
+        """A cache (model, provider) → `integer_rates`, valid for today (cleared when the day changes,
+        as prices change by date); the ingest loop reads it directly and fills it through `_integer_rates`."""
+        day = int(time.time() // 86400)
+        if day != self._rates_day:
+            self._rates_day = day
+            self._rates = {}
+        return self._rates
+
     def _integer_rates(self, model: str, provider: str | None) -> tuple[int, int, int, int] | None:
         """Pico-USD per token (input, cache read, cache write, output) when every rate is a plain
         number with at most 6 decimals (per million tokens): then a call's cost is integer arithmetic,
@@ -91,6 +102,7 @@ class ServicePricer:
                 rates = None  # tiered prices are objects, not numbers
         with self._lock:
             self._calls[key] = rates  # type: ignore[assignment]
+        self.integer_rates_today()[(model, provider)] = rates
         return rates
 
     def call_units(self, model: str, provider: str | None, input_tokens: int, output_tokens: int,

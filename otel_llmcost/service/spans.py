@@ -44,6 +44,7 @@ _COST = names.GEN_AI_USAGE_COST
 _RESPONSE_MODEL = names.GEN_AI_RESPONSE_MODEL
 _REQUEST_MODEL = names.GEN_AI_REQUEST_MODEL
 _PROVIDER = names.GEN_AI_PROVIDER_NAME
+_MISSING: Any = object()
 USAGE_KEYS = frozenset({_INPUT, _OUTPUT, _CACHE_READ, _CACHE_WRITE, _CACHE_CREATION, _REASONING, _COST,
                          _RESPONSE_MODEL, _REQUEST_MODEL, _PROVIDER, "gen_ai.system"})
 
@@ -78,38 +79,23 @@ def _tokens(attrs: dict[str, Any], key: str) -> int:
     return int(value)
 
 
-def _read(raw_attributes: Any, cache: AttributeCache) -> tuple[dict[str, Any], dict[str, str]]:
-    """A span's usage attributes and the attributes budgets are scoped by (as text)."""
-    usage: dict[str, Any] = {}
-    attribution: dict[str, str] = {}
-    entries = cache.entries
-    read_keys = cache.key_flags
-    for raw in raw_attributes:
-        found = entries.get(raw)
-        if found is None:
-            # `cache.lookup` inlined: an attribute nobody reads is skipped by its key bytes alone.
-            if len(raw) > 2 and raw[1] < 128 and raw[0] == 10 and raw[2:2 + raw[1]] not in read_keys:
-                continue
-            found = cache.parse(raw)
-        key, value, flags = found
-        if flags:
-            if flags & USAGE:
-                usage[key] = value
-            if flags & SCOPED:
-                attribution[key] = as_text(value)
-    return usage, attribution
-
-
 def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                   wanted: frozenset[str] = frozenset(), cache: AttributeCache | None = None) -> SpansBatch:
     """Price the GenAI spans of a trace request (`lite.LiteTraceRequest`); events for those that count.
 
     `wanted`: the attributes budgets are scoped by (`attribution_keys`); resource attributes among them
-    apply to every span of the resource, span attributes win.
+    apply to every span of the resource, span attributes win. This is the processor's hot loop: it is
+    written flat (no call per attribute, one dict look-up per repeated attribute, integer pricing for
+    plain per-token prices), and falls back to `_price` for anything unusual.
     """
     batch = SpansBatch()
     if cache is None or cache.scoped != wanted:
         cache = AttributeCache(USAGE_KEYS, wanted)
+    entries = cache.entries
+    read_keys = cache.key_flags
+    parse = cache.parse
+    rates = pricer.integer_rates_today()
+    events = batch.events
     for resource_spans in request.resource_spans:
         resource_attributes = Resource.FromString(resource_spans.resource).attributes
         resource = {k: as_text(v) for k, v in all_attributes(resource_attributes).items()
@@ -124,26 +110,60 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
             own_scope = name == _OWN_SCOPE
             batch.spans += len(spans)
             for span in spans:
+                usage: dict[str, Any] = {}
+                attribution = dict(resource) if resource else {}
                 try:
-                    attrs, attribution = _read(span.attributes, cache)
+                    for raw in span.attributes:
+                        found = entries.get(raw)
+                        if found is None:
+                            # An attribute nobody reads is skipped by its key bytes alone.
+                            if len(raw) > 2 and raw[1] < 128 and raw[0] == 10 and raw[2:2 + raw[1]] not in read_keys:
+                                continue
+                            found = parse(raw)
+                        flags = found[2]
+                        if flags & USAGE:
+                            usage[found[0]] = found[1]
+                        if flags & SCOPED:
+                            attribution[found[0]] = found[3]
                 except ValueError as exc:
                     batch.invalid += 1
                     if len(batch.errors) < 5:
                         batch.errors.append(str(exc))
                     continue
-                if _INPUT not in attrs and _OUTPUT not in attrs and _COST not in attrs:
+                if not usage:
                     continue
-                units = _price(attrs, pricer, batch)
+                units: int | None = None
+                tokens_in = usage.get(_INPUT, 0)
+                tokens_out = usage.get(_OUTPUT, 0)
+                read = usage.get(_CACHE_READ, 0)
+                write = usage.get(_CACHE_WRITE, 0) or usage.get(_CACHE_CREATION, 0)
+                if (_INPUT in usage or _OUTPUT in usage) and _COST not in usage \
+                        and type(tokens_in) is int and type(tokens_out) is int \
+                        and type(read) is int and type(write) is int \
+                        and tokens_in >= read + write and read >= 0 and write >= 0 and tokens_out >= 0:
+                    model = usage.get(_RESPONSE_MODEL) or usage.get(_REQUEST_MODEL)
+                    provider = usage.get(_PROVIDER) or usage.get("gen_ai.system")
+                    rate = rates.get((model, provider), _MISSING) if type(model) is str and model else None
+                    if rate is _MISSING:
+                        rate = pricer._integer_rates(str(model), provider if type(provider) is str else None)
+                    if rate is not None:
+                        pico = ((tokens_in - read - write) * rate[0] + read * rate[1] + write * rate[2]
+                                + tokens_out * rate[3])
+                        units, rest = divmod(pico, 1000)
+                        if rest > 500 or (rest == 500 and units & 1):  # half to even, as Decimal rounds
+                            units += 1
                 if units is None:
-                    continue
+                    if _INPUT not in usage and _OUTPUT not in usage and _COST not in usage:
+                        continue  # model or provider attributes alone: not a call with usage
+                    units = _price(usage, pricer, batch)
+                    if units is None:
+                        continue
                 batch.priced += 1
                 batch.units_priced += units
                 if mode == "off" or (mode == "foreign" and (own_scope or (ours and span.parent_span_id in ours))):
                     continue
-                if resource:
-                    attribution = {**resource, **attribution}
-                batch.events.append(CostEvent(SPAN, span.trace_id + span.span_id, span.end_time_unix_nano,
-                                              units, attribution, SOURCE_SPAN))
+                events.append(CostEvent(SPAN, span.trace_id + span.span_id, span.end_time_unix_nano,
+                                        units, attribution, SOURCE_SPAN))
     return batch
 
 
