@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,11 +28,14 @@ import yaml
 
 from otel_llmcost.testing.processes import (
     AlertmanagerServer,
+    CollectorProcess,
+    LLMCostProcessor,
     ManagedProcess,
     PrometheusServer,
     free_port,
     http_ok,
 )
+from tests.stack.conftest import SERVICE, run_demo_traffic
 from tests.stack.test_rules import ALERTMANAGER_CONFIG, loopback_prometheus_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,35 +71,6 @@ class AlertReceiverProcess(ManagedProcess):
 
     def notifications(self, path: str) -> list[dict[str, Any]]:
         return get_json(f"{self.url}/alerts?path={path}")
-
-
-class ProcessorProcess(ManagedProcess):
-    """`otel-llmcost processor`, the command of the Dockerfile, on a loopback port."""
-
-    name = "processor"
-
-    def __init__(self, config: Path) -> None:
-        super().__init__(env={"PYTHONPATH": str(REPO), "OTEL_LLMCOST_PROCESSOR_TOKEN": "test-token"})
-        self.config = config
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _fresh_ports(self) -> None:
-        self.port = free_port()
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "otel_llmcost.cli", "processor", "--config", str(self.config),
-                "--host", "127.0.0.1", "--port", str(self.port)]
-
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/healthz")
-
-    def __enter__(self) -> ProcessorProcess:
-        super().__enter__()
-        return self
 
 
 def get_json(url: str) -> Any:
@@ -138,7 +113,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
         config = config.replace(COMPOSE_RECEIVER, receiver.url)
         config = config.replace("sqlite:////var/lib/otel-llmcost/", f"sqlite:///{tmp_path}/")
         (tmp_path / "processor.yaml").write_text(config)
-        processor = ProcessorProcess(tmp_path / "processor.yaml")
+        processor = LLMCostProcessor(tmp_path / "processor.yaml", workdir=tmp_path / "processor", token="test")
         processes.append(processor)
         processor.start()
 
@@ -215,3 +190,53 @@ def test_budget_at_90_percent_pages_through_alertmanager_with_warn_inhibited(sta
     levels = {(n["payload"]["budget"], n["payload"]["level"]) for n in receiver.notifications("/llmcost/budget")}
     assert {("company-monthly", "warn"), ("company-monthly", "throttle")} <= levels
     assert ("company-monthly", "stop") not in levels
+
+
+def prom_query(prometheus: PrometheusServer, expr: str) -> list[dict[str, Any]]:
+    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    return get_json(url)["data"]["result"]
+
+
+def test_rules_evaluate_real_telemetry(collector: CollectorProcess, processor: LLMCostProcessor,
+                                       tmp_path: Path) -> None:
+    """Demo traffic through our Collector and the processor: the rules' selectors and labels find real series."""
+    targets = {"otel-collector": collector.prometheus_target, "llmcost-processor": f"127.0.0.1:{processor.port}",
+               "prometheus": "127.0.0.1:1"}
+    with PrometheusServer(loopback_prometheus_config(targets, None), workdir=tmp_path) as prometheus:
+        wait_for("first scrape of the Collector and the processor", lambda: len(prom_query(
+            prometheus, 'up{job=~"otel-collector|llmcost-processor"} == 1')) == 2, prometheus, collector)
+        # Long enough (at 40 calls a second) for Prometheus to see the counters grow between scrapes.
+        run_demo_traffic(collector, calls=200, rate=40)
+        service = f'service_name="{SERVICE}"'
+
+        def series(expr: str) -> list[dict[str, Any]] | None:
+            return prom_query(prometheus, expr) or None
+
+        def with_labels(expr: str, label: str, wanted: set[str]) -> list[dict[str, Any]] | None:
+            found = prom_query(prometheus, expr)
+            return found if wanted <= {s["metric"].get(label) for s in found} else None
+
+        logs = (prometheus, collector, processor)
+        assert wait_for("spend rate", lambda: series("llmcost:cost_usd:rate5m > 0"), *logs)
+        # The processor's budget (conftest) and the demo app's in-process one, via the Collector.
+        both = {"stack-monthly", "demo-monthly"}
+        utilization = wait_for("budget utilization from both sources", lambda: with_labels(
+            "llmcost:budget_utilization:ratio", "budget", both), *logs)
+        assert {("stack-monthly", "global"), ("demo-monthly", "global")} <= {
+            (s["metric"]["budget"], s["metric"]["scope"]) for s in utilization}
+        wait_for("burn rates of both global budgets", lambda: with_labels(
+            "llmcost:budget_burn_rate:rate5m", "budget", both), *logs)
+        providers = {s["metric"]["gen_ai_provider_name"] for s in wait_for(
+            "call rates", lambda: series(f"llmcost:calls:rate5m{{{service}}}"), *logs)}
+        assert {"openai", "anthropic", "gcp.gemini"} <= providers
+        ratios = wait_for("error ratios", lambda: series(f"llmcost:call_error_ratio:rate5m{{{service}}}"), *logs)
+        assert {s["metric"]["gen_ai_provider_name"] for s in ratios} == providers
+        assert all(0 <= float(s["value"][1]) <= 1 for s in ratios)
+        hit_ratio = wait_for("cache hit ratio", lambda: series(f"llmcost:cache_hit_ratio:rate30m{{{service}}}"), *logs)
+        assert 0 <= float(hit_ratio[0]["value"][1]) <= 1
+        # The demo calls a self-hosted model nobody has a price for: its counter is born at 1 or more,
+        # which only the "new series" half of the rule can see.
+        unknown = wait_for("LLMUnknownModelPrice pending or firing", lambda: series(
+            f'ALERTS{{alertname="LLMUnknownModelPrice",{service}}}'), *logs)
+        assert {s["metric"]["gen_ai_request_model"] for s in unknown} == {"acme-llm-7b"}
+        assert not prom_query(prometheus, 'ALERTS{alertname="LLMCostProcessorDown"}')

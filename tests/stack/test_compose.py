@@ -28,7 +28,7 @@ from otel_llmcost import cli
 from otel_llmcost.budget.config import load_budget_config
 from otel_llmcost.cli import build_parser
 from otel_llmcost.service.config import load_processor_config
-from tests.stack.test_alerting import ProcessorProcess
+from otel_llmcost.testing.processes import LLMCostProcessor
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -298,11 +298,11 @@ def test_the_image_command_serves_the_stack_config(tmp_path: Path) -> None:
     config = (REPO / "collector" / "processor.yaml").read_text()
     config = config.replace("sqlite:////var/lib/otel-llmcost/", f"sqlite:///{tmp_path}/")
     (tmp_path / "processor.yaml").write_text(config)
-    with ProcessorProcess(tmp_path / "processor.yaml") as processor, \
+    with LLMCostProcessor(tmp_path / "processor.yaml", workdir=tmp_path / "processor") as processor, \
             urllib.request.urlopen(f"{processor.url}/metrics", timeout=5) as response:
         text = response.read().decode()
     assert 'llmcost_budget_limit_USD{llmcost_budget_name="company-monthly",llmcost_budget_scope="global"} 20' in text
-    assert (tmp_path / "ledger.db").exists()
+    assert (tmp_path / "ledger.db").exists()  # where processor.yaml's ledger line, moved here, points
 
 
 # --- The Dockerfile ------------------------------------------------------------------------------------
