@@ -102,6 +102,8 @@ def main() -> int:
     parser.add_argument("--gzip", action="store_true", help="gzip bodies (the Collector's default)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--py-spy", metavar="SVG", default=None,
+                        help="record a py-spy flame graph of the service during the run (needs py-spy)")
     args = parser.parse_args()
 
     rng = random.Random(1)
@@ -155,6 +157,10 @@ def main() -> int:
         latencies.clear()
         sent[0] = 0
         stat_before = Path(f"/proc/{server.pid}/stat").read_text().split()
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(["py-spy", "record", "-o", args.py_spy, "-p", str(server.pid), "-d",
+                                    str(int(args.seconds)), "-r", "200", "--nonblocking", "-f", "raw"])
         began = time.perf_counter()
         stop_at[0] = began + args.seconds
         threads = [threading.Thread(target=client) for _ in range(args.connections)]
@@ -167,6 +173,8 @@ def main() -> int:
         ticks = os.sysconf("SC_CLK_TCK")
         server_cpu = (int(stat_after[13]) + int(stat_after[14]) - int(stat_before[13]) - int(stat_before[14])) / ticks
         current, peak = rss_kib(server.pid)
+        if spy is not None:
+            spy.wait(timeout=60)
         server.terminate()
         server.wait(timeout=30)
     spans = sent[0] * args.spans

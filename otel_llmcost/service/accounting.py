@@ -125,26 +125,33 @@ class Accountant:
             # share their targets by scope values alone: one tuple and one look-up per event.
             low, high = self._span(min(events[0].time / 1e9, now))
             shared: dict[tuple[str | None, ...], tuple[int, ...]] = {}
+            current: dict[tuple[int, str], int] = {}  # (budget, scope key) → target, in the current windows
             for event in events:
                 # A point stamped in the future (a skewed client clock) counts in the current window.
                 seconds = min(event.time / 1e9, now)
                 values = tuple(map(event.attribution.get, reads))
-                if low <= seconds < high:
+                inside = low <= seconds < high
+                if inside:
                     known = shared.get(values)
                     if known is not None:
                         event_targets.append(known)
                         continue
                 where = []
-                for budget_index, scope_key in self._scope_keys(event.attribution, values):
-                    window = windows[budget_index].at(seconds)
-                    cell = (budget_index, scope_key, window.bucket)
-                    position = index_of.get(cell)
+                for match in self._scope_keys(event.attribution, values):
+                    position = current.get(match) if inside else None
                     if position is None:
-                        position = index_of[cell] = len(targets)
-                        targets.append(Target(BudgetKey(self._budgets[budget_index].name, scope_key), window))
+                        budget_index, scope_key = match
+                        window = windows[budget_index].at(seconds)
+                        cell = (budget_index, scope_key, window.bucket)
+                        position = index_of.get(cell)
+                        if position is None:
+                            position = index_of[cell] = len(targets)
+                            targets.append(Target(BudgetKey(self._budgets[budget_index].name, scope_key), window))
+                        if inside:
+                            current[match] = position
                     where.append(position)
                 found = tuple(where)
-                if low <= seconds < high:
+                if inside:
                     shared[values] = found
                 event_targets.append(found)
         increments = self.store.apply(events, event_targets, targets)

@@ -254,6 +254,7 @@ def _handler(service: ProcessorService) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
+        wbufsize = 64 * 1024  # headers and body leave in one send (the stdlib writes each part unbuffered)
         server_version = "otel-llmcost-processor"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name

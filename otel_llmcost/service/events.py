@@ -41,3 +41,13 @@ class CostEvent:
 def usd_units(amount: float) -> int:
     """USD (float, as OTLP carries it) → integer nano-dollars."""
     return int(round(amount * 1e9))
+
+
+def mark_key(time_ns: int, identity: bytes) -> bytes:
+    """The dedup key of a delta point or span: its own time (8 bytes, big-endian) then its identity.
+
+    Time first keeps a request's new marks next to each other in the store's index (a few pages
+    written per commit, where random keys touched one page per event), and lets old marks be pruned
+    by key range. A resend carries the same time, hence the same key.
+    """
+    return min(max(time_ns, 0), 2**64 - 1).to_bytes(8, "big") + identity

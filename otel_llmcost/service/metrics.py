@@ -32,6 +32,7 @@ from .events import (
     SOURCE_TOKEN_METRIC,
     Attribution,
     CostEvent,
+    mark_key,
     usd_units,
 )
 from .pricing import ServicePricer
@@ -87,7 +88,7 @@ def _event(kind: int, stream: str, start: int, at: int, value: float, units: int
     if kind == CUMULATIVE:
         key = _digest("c", stream, str(start))
     else:
-        key = _digest("d", stream, str(start), str(at))
+        key = mark_key(at, _digest("d", stream, str(start), str(at)))
     return CostEvent(kind, key, at, units, attribution, source, value, start)
 
 

@@ -12,7 +12,8 @@ whatever the trace sampling. So whether a span's cost also counts against budget
   parent is one of ours in the same export (an SDK's own span inside a call we priced);
 * ``all``: every priced span counts — for apps that send traces unsampled and no metrics at all.
 
-Counted spans are deduplicated by trace id + span id, so a resent batch counts once.
+Counted spans are deduplicated by trace id + span id (behind their end time, see `events.mark_key`), so a
+resent batch counts once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from .. import names
 from ..budget.policy import DIMENSIONS
 from .attributes import all_attributes, as_text
-from .events import SOURCE_SPAN, SPAN, CostEvent, usd_units
+from .events import SOURCE_SPAN, SPAN, CostEvent, mark_key, usd_units
 from .lite import SCOPED, USAGE, AttributeCache
 from .pricing import ServicePricer
 
@@ -162,8 +163,9 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                 batch.units_priced += units
                 if mode == "off" or (mode == "foreign" and (own_scope or (ours and span.parent_span_id in ours))):
                     continue
-                events.append(CostEvent(SPAN, span.trace_id + span.span_id, span.end_time_unix_nano,
-                                        units, attribution, SOURCE_SPAN))
+                end = span.end_time_unix_nano
+                events.append(CostEvent(SPAN, mark_key(end, span.trace_id + span.span_id), end, units,
+                                        attribution, SOURCE_SPAN))
     return batch
 
 

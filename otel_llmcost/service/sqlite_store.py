@@ -7,6 +7,7 @@ holds a request's whole effect (see `store.py`); in WAL mode a committed request
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -19,9 +20,10 @@ from .store import Target
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ingest_series (key BLOB PRIMARY KEY, time INTEGER NOT NULL,"
     " value REAL NOT NULL, units INTEGER NOT NULL, seen REAL NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS ingest_marks (key BLOB PRIMARY KEY, seen REAL NOT NULL) WITHOUT ROWID",
+    # Mark keys start with the event's own time (`events.mark_key`): no other column or index is needed,
+    # and old marks are pruned by key range.
+    "CREATE TABLE IF NOT EXISTS ingest_marks (key BLOB PRIMARY KEY) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS ingest_series_seen ON ingest_series (seen)",
-    "CREATE INDEX IF NOT EXISTS ingest_marks_seen ON ingest_marks (seen)",
     "CREATE TABLE IF NOT EXISTS ingest_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 _CHUNK = 900  # bound parameters per IN (...) query
@@ -30,6 +32,18 @@ _PRUNE_EVERY = 2000
 
 def _chunks(items: list[bytes]) -> list[list[bytes]]:
     return [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_marks(count: int) -> str:
+    return "INSERT OR IGNORE INTO ingest_marks (key) VALUES " + ",".join(["(?)"] * count)
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_spend(count: int) -> str:
+    return ("INSERT INTO budget_spend (budget, scope, bucket, spent, keep_until) VALUES "
+            + ",".join(["(?, ?, ?, ?, ?)"] * count)
+            + " ON CONFLICT (budget, scope, bucket) DO UPDATE SET spent = spent + excluded.spent")
 
 
 def increment(state: tuple[int, float, int] | None, event: CostEvent, epoch_ns: int) -> int:
@@ -72,12 +86,7 @@ class SQLiteIngestStore(SQLiteLedger):
                 rows = db.execute(f"SELECT key, time, value, units FROM ingest_series WHERE key IN"
                                   f" ({','.join('?' * len(chunk))})", chunk).fetchall()
                 states.update((row[0], (row[1], row[2], row[3])) for row in rows)
-            seen: set[bytes] = set()
-            for chunk in _chunks(mark_keys):
-                rows = db.execute(f"SELECT key FROM ingest_marks WHERE key IN ({','.join('?' * len(chunk))})",
-                                  chunk).fetchall()
-                seen.update(row[0] for row in rows)
-            new_marks: list[tuple[bytes, float]] = []
+            seen = self._marks(db, mark_keys)
             changed: dict[bytes, tuple[int, float, int]] = {}
             spend = [0] * len(targets)
             for event, where in zip(events, event_targets, strict=True):
@@ -90,7 +99,6 @@ class SQLiteIngestStore(SQLiteLedger):
                     units = -1
                 else:
                     seen.add(event.key)
-                    new_marks.append((event.key, at))
                     units = event.units
                 increments.append(units)
                 if units > 0:
@@ -102,24 +110,48 @@ class SQLiteIngestStore(SQLiteLedger):
                     " ON CONFLICT (key) DO UPDATE SET time = excluded.time, value = excluded.value,"
                     " units = excluded.units, seen = excluded.seen",
                     [(key, t, v, u, at) for key, (t, v, u) in changed.items()])
-            if new_marks:
-                db.executemany("INSERT INTO ingest_marks (key, seen) VALUES (?, ?)", new_marks)
             rows = [(t.key.budget, t.key.scope, t.window.bucket, units, t.window.keep_until.timestamp())
                     for t, units in zip(targets, spend, strict=True) if units]
-            if rows:  # the ledger's own upsert (SQLiteLedger._add), for all budgets in one call
-                db.executemany(
-                    "INSERT INTO budget_spend (budget, scope, bucket, spent, keep_until) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (budget, scope, bucket) DO UPDATE SET spent = spent + excluded.spent", rows)
+            for first in range(0, len(rows), _CHUNK // 5):  # the ledger's own upsert (SQLiteLedger._add),
+                chunk = rows[first:first + _CHUNK // 5]      # many rows per statement
+                db.execute(_upsert_spend(len(chunk)), [value for row in chunk for value in row])
             self._applies += 1
             if self._applies % _PRUNE_EVERY == 0:
                 self._prune_ingest(db, at)
         return increments
 
+    @staticmethod
+    def _marks(db: sqlite3.Connection, keys: list[bytes]) -> set[bytes]:
+        """Insert the request's dedup marks; return those that were there already (resends).
+
+        The common case — nothing resent — costs one batched insert: only when fewer rows went in than
+        were offered are the old ones looked up (after undoing the insert, to tell them apart).
+        """
+        if not keys:
+            return set()
+        db.execute("SAVEPOINT marks")
+        before = db.total_changes
+        for chunk in _chunks(keys):  # one multi-row statement per chunk: half the cost of executemany
+            db.execute(_insert_marks(len(chunk)), chunk)
+        if db.total_changes - before == len(keys):
+            db.execute("RELEASE marks")
+            return set()
+        db.execute("ROLLBACK TO marks")
+        seen: set[bytes] = set()
+        for chunk in _chunks(keys):
+            rows = db.execute(f"SELECT key FROM ingest_marks WHERE key IN ({','.join('?' * len(chunk))})",
+                              chunk).fetchall()
+            seen.update(row[0] for row in rows)
+        db.executemany("INSERT INTO ingest_marks (key) VALUES (?)", [(key,) for key in keys if key not in seen])
+        db.execute("RELEASE marks")
+        return seen
+
     def _prune_ingest(self, db: sqlite3.Connection, now: float) -> None:
         # A series not seen for `retention` belongs to an app that is gone; a mark that old cannot be
         # resent by a Collector (its retries give up within minutes).
         db.execute("DELETE FROM ingest_series WHERE seen < ?", (now - self.retention,))
-        db.execute("DELETE FROM ingest_marks WHERE seen < ?", (now - self.retention,))
+        cutoff = int((now - self.retention) * 1e9)
+        db.execute("DELETE FROM ingest_marks WHERE key < ?", (max(cutoff, 0).to_bytes(8, "big"),))
         db.execute("DELETE FROM budget_spend WHERE keep_until < ?", (now,))
 
     def stream_count(self) -> int:
