@@ -94,6 +94,45 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return current, peak
 
 
+def count_calls(bodies: list[bytes], markers: list[bytes], spans: int) -> None:
+    """Function calls per span of the ingest path (decode, price, match, commit), in this process."""
+    import cProfile
+    import pstats
+
+    from otel_llmcost.budget import BudgetEngine, load_budget_config
+    from otel_llmcost.service import ProcessorConfig, ProcessorService, open_store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "processor.yaml"
+        config.write_text(CONFIG.format(db=Path(tmp) / "ledger.db"))
+        store = open_store(f"sqlite:///{Path(tmp) / 'ledger.db'}", retention=86400.0)
+        engine = BudgetEngine(load_budget_config(config), store, [])
+        service = ProcessorService(engine, store, ProcessorConfig(span_accounting="all"))
+        serial = itertools.count(1)
+
+        def fresh() -> bytes:
+            n = next(serial)
+            return bodies[n % len(bodies)].replace(markers[n % len(bodies)], n.to_bytes(8, "big"))
+
+        for _ in range(2 * len(bodies)):  # warm: price look-ups, attribute and scope caches
+            service.ingest("traces", fresh(), "application/x-protobuf", None)
+        measured = [fresh() for _ in range(10)]
+        began = time.process_time()
+        for body in measured:
+            service.ingest("traces", body, "application/x-protobuf", None)
+        cpu = time.process_time() - began
+        profile = cProfile.Profile()
+        profile.enable()
+        for body in [fresh() for _ in range(10)]:
+            service.ingest("traces", body, "application/x-protobuf", None)
+        profile.disable()
+        calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+        engine.close()
+        store.close()
+    print(f"in-process ingest (no HTTP): {cpu / (10 * spans) * 1e6:.1f} µs CPU per span "
+          f"({10 * spans / cpu:,.0f} spans per CPU-second); {calls / (10 * spans):.1f} function calls per span")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -102,6 +141,9 @@ def main() -> int:
     parser.add_argument("--gzip", action="store_true", help="gzip bodies (the Collector's default)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--count-calls", action="store_true",
+                        help="also count Python and C function calls per span in-process (a measure of work the "
+                             "machine's load does not blur)")
     parser.add_argument("--py-spy", metavar="SVG", default=None,
                         help="record a py-spy flame graph of the service during the run (needs py-spy)")
     args = parser.parse_args()
@@ -109,6 +151,8 @@ def main() -> int:
     rng = random.Random(1)
     markers = [rng.randbytes(8) for _ in range(16)]
     bodies = [build_request(rng, args.spans, marker) for marker in markers]
+    if args.count_calls:
+        count_calls(bodies, markers, args.spans)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "processor.yaml"
         config.write_text(CONFIG.format(db=Path(tmp) / "ledger.db"))
