@@ -55,20 +55,19 @@ def variables() -> list[cogbuilder.Builder[dm.VariableModel]]:
 
 class PrometheusAnnotation(dm.AnnotationQuery):
     """A Prometheus annotation query with the fields Grafana's Prometheus datasource reads
-    (`titleFormat`, `textFormat`, `tagKeys`, `step`) that the SDK's generic model lacks."""
+    (`titleFormat`, `textFormat`, `tagKeys`) that the SDK's generic model lacks."""
 
-    def __init__(self, name: str, expr: str, color: str, title: str, text: str, tag_keys: str,
-                 step: str = "60s") -> None:
+    def __init__(self, name: str, expr: str, color: str, title: str, text: str, tag_keys: str) -> None:
         super().__init__(name=name, datasource=DATASOURCE, enable=True, hide=False, icon_color=color, expr=expr)
         self.title_format = title
         self.text_format = text
         self.tag_keys = tag_keys
-        self.step = step
 
     def to_json(self) -> dict[str, object]:
         payload = super().to_json()
+        # No `step`: Grafana then uses the dashboard's interval, so a short alert still shows when zoomed in.
         payload.update(titleFormat=self.title_format, textFormat=self.text_format, tagKeys=self.tag_keys,
-                       step=self.step, useValueForTime=False)
+                       useValueForTime=False)
         return payload
 
 

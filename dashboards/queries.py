@@ -173,15 +173,29 @@ def expand(
     return Expansion(expanded, start, end, interval)
 
 
-_METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
 _NAME_REGEX = re.compile(r'__name__=~"([^"]+)"')
+_LABEL_LISTS = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "and", "or", "unless",
+             "bool", "inf", "nan"}
 
 
 def metric_names(expr: str) -> set[str]:
-    """Metric names a query reads: every `name{...}` selector, and the names of a `__name__=~"a|b"`."""
-    names = {name for name in _METRIC.findall(expr) if name not in ("by", "without", "on", "ignoring")}
+    """Metric names a query reads: every identifier in metric position (not a function, a label, a
+    keyword or a duration), and the names of a `__name__=~"a|b"` matcher."""
+    names: set[str] = set()
     for alternatives in _NAME_REGEX.findall(expr):
         names.update(alternatives.split("|"))
+    variable = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", expr, re.S)
+    text = variable.group(1) if variable else expr  # a variable's label is not a metric
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # strings
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges
+    text = _LABEL_LISTS.sub(" ", text)  # grouping labels
+    text = re.sub(r"\boffset\s+\S+", " ", text)
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if not call and name not in _KEYWORDS:
+            names.add(name)
     return names
 
 

@@ -55,6 +55,9 @@ def traffic_config(path: Path) -> Path:
     budget["amount"] = SUMMARIES_BUDGET
     # The reasoning calls (feature `analysis`, gpt-5.4) stay at the throttle level from their first cent
     # and never stop: each later one is a budget downgrade to gpt-5.4-mini for the routing panels.
+    # The engine projects a window's end only after a tenth of it by default: on a month's first days (or
+    # a day's first hours) the projection panel would have nothing to show, whatever the clock says.
+    config["forecast"] = {"margin": 0.2, "min_elapsed": 0.00001}
     config["budgets"].append({"name": "analysis-daily", "amount": 1.0, "window": "day",
                               "scope": {"feature": "analysis"},
                               "thresholds": {"warn": 0.001, "throttle": 0.002, "stop": 10}})
@@ -92,7 +95,7 @@ def firing_alerts(prometheus_url: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def demo_stack(workdir: Path, duration: float = 40.0, rate: float = 15.0, alert_wait: float = 60.0) -> Iterator[Stack]:
+def demo_stack(workdir: Path, duration: float = 40.0, rate: float = 15.0, alert_wait: float = 90.0) -> Iterator[Stack]:
     """Collector and Prometheus up, the workload run through them, and (up to `alert_wait` seconds) the
     budget alerts firing; yields where to query. A deadline for polling, not a timing assertion."""
     collector = CollectorProcess(
@@ -113,7 +116,10 @@ def demo_stack(workdir: Path, duration: float = 40.0, rate: float = 15.0, alert_
             output = run_traffic(collector, duration, rate, traffic_config(workdir / "traffic.yaml"))
             ended = time.time()
             deadline = time.monotonic() + alert_wait
-            while not firing_alerts(prometheus.url) and time.monotonic() < deadline:
+            while not firing_alerts(prometheus.url):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no otel-llmcost alert fired within {alert_wait:g} s of the traffic's end "
+                                       f"(the summaries budget should stop):\n{output}")
                 time.sleep(1)
             yield Stack(prometheus.url, started, ended, output)
 

@@ -86,7 +86,7 @@ def test_annotations_return_data(name: str, stack: Stack, api: PrometheusAPI) ->
     start, end = window(stack)
     for query in annotation_queries(BOARDS[name]):
         expansion = expand(query, start, end, scrape_interval=SCRAPE_INTERVAL)
-        series = api.query_range(expansion.expr, start, end, 60)
+        series = api.query_range(expansion.expr, expansion.start, expansion.end, expansion.step)
         assert any(v >= 1 for s in series for _, v in s.points), query.panel_title
 
 

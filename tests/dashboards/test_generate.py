@@ -126,6 +126,8 @@ def test_panel_relative_times() -> None:
 def test_metric_names_parsed_from_queries() -> None:
     assert metric_names('sum by (le) (rate(a_bucket{x="1"}[1m])) / b{}') == {"a_bucket", "b"}
     assert metric_names('label_values({__name__=~"c|d_count"}, x)') == {"c", "d_count"}
+    assert metric_names('max by (n, s) (c) or predict_linear(d{s="g"}[1h], scalar(time() % 86400)) offset 5m'
+                        ' / on(n) group_left(s) e') == {"c", "d", "e"}
 
 
 def test_provisioning_points_at_the_json_and_the_fixed_datasource() -> None:
