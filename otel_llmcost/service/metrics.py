@@ -108,7 +108,8 @@ def extract_metrics(request: Any, pricer: ServicePricer, now_ns: int | None = No
                     _cost_points(metric, resource, f"{resource_id}|{scope}", batch, now)
                 elif metric.name == names.METRIC_TOKEN_USAGE:
                     if has_cost or scope == _OWN_SCOPE:
-                        batch.covered += len(metric.histogram.data_points)
+                        shape = metric.WhichOneof("data")
+                        batch.covered += len(getattr(metric, shape).data_points) if shape else 0
                         continue
                     _token_points(metric, resource, f"{resource_id}|{scope}", batch, pricer, now)
                 else:
@@ -144,13 +145,15 @@ def _cost_points(metric: Any, resource: Mapping[str, Any], stream_base: str, bat
 
 def _token_points(metric: Any, resource: Mapping[str, Any], stream_base: str, batch: MetricsBatch,
                   pricer: ServicePricer, now: int) -> None:
-    if metric.WhichOneof("data") != "histogram":
-        batch.reject(f"{metric.name} must be a Histogram, not a {metric.WhichOneof('data')}")
+    shape = metric.WhichOneof("data")
+    if shape not in ("histogram", "exponential_histogram"):  # SDKs may be configured for either
+        batch.reject(f"{metric.name} must be a Histogram, not a {shape}")
         return
-    kind = _temporality(metric.histogram.aggregation_temporality, batch, metric.name)
+    data = getattr(metric, shape)
+    kind = _temporality(data.aggregation_temporality, batch, metric.name)
     if kind is None:
         return
-    for point in metric.histogram.data_points:
+    for point in data.data_points:
         if point.flags & _NO_RECORDED_VALUE:
             continue
         if not point.HasField("sum"):

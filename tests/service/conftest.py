@@ -77,13 +77,15 @@ def start_processor(tmp_path: Path, backend: str) -> Iterator[Callable[..., Runn
     """Start a processor with the given budgets YAML and `processor:` settings on this test's backend."""
     started: list[Any] = []
 
-    def start(budgets: str = BUDGETS, ledger: str | None = None, **settings: Any) -> Running:
+    def start(budgets: str = BUDGETS, ledger: str | None = None, store: IngestStore | None = None,
+              **settings: Any) -> Running:
         ledger = ledger or (None if backend == "sqlite" else backend)
         path = tmp_path / f"budgets{len(started)}.yaml"
         path.write_text(textwrap.dedent(budgets), encoding="utf-8")
         config = load_budget_config(path)
-        store: IngestStore
-        if ledger is not None and ledger.startswith("redis:"):
+        if store is not None:
+            pass
+        elif ledger is not None and ledger.startswith("redis:"):
             store = RedisIngestStore.from_url(ledger[len("redis:"):], prefix=f"test:{uuid.uuid4().hex}",
                                               retention=86400.0)
         else:

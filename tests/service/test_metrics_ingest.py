@@ -147,3 +147,23 @@ def test_levels_fire_one_alert_despite_resends(start_processor):
         p.service.accountant.check_alerts()  # what the background thread does every second
     levels = [(a.budget, a.scope_key, a.level) for a in p.sink.alerts]
     assert levels == [("per-user", "user=bob", "warn"), ("per-user", "user=bob", "throttle")]
+
+
+def test_exponential_histogram_token_usage_is_priced_too(start_processor):
+    """SDKs set to base-2 exponential histograms send token usage that way; its sum is priced the same."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    p = start_processor()
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    metric = rm.scope_metrics.add().metrics.add(name="gen_ai.client.token.usage")
+    metric.exponential_histogram.aggregation_temporality = DELTA
+    point = metric.exponential_histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=T0 + S,
+                                                          count=2, sum=10_000.0)
+    for key, value in (("gen_ai.request.model", "gpt-4o"), ("gen_ai.provider.name", "openai"),
+                       ("gen_ai.token.type", "output")):
+        point.attributes.add(key=key).value.string_value = value
+    assert send(p.url, request) == 200
+    prices = PriceCatalog().prices("gpt-4o", "openai")
+    assert p.spend("monthly") == 10_000 * Decimal(prices.output_mtok) / 1_000_000
+
