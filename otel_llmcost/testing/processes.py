@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import yaml
 
@@ -61,6 +61,9 @@ _INSTALL_HINTS = {
     "chromium": "Debian: apt-get install -y chromium",
     "go": "install Go 1.26 or newer from https://go.dev/dl/",
 }
+
+
+_P = TypeVar("_P", bound="ManagedProcess")
 
 
 class MissingBinaryError(RuntimeError):
@@ -158,7 +161,7 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout: float | None = None) -> ManagedProcess:
+    def start(self: _P, timeout: float | None = None) -> _P:
         """Start and wait until ready; a restart after `stop`/`kill` keeps the same ports."""
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.process.pid})")  # type: ignore[union-attr]
@@ -245,7 +248,7 @@ class ManagedProcess:
         tail = text.splitlines()[-lines:]
         return f"--- last {len(tail)} lines of {self.log_path} ---\n" + "\n".join(tail)
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self: _P) -> _P:
         if not self.running:
             self.start()
         return self
@@ -254,6 +257,36 @@ class ManagedProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class HTTPProcess(ManagedProcess):
+    """A server with one HTTP port on loopback, ready when `ready_path` answers 2xx."""
+
+    ready_path = "/-/ready"
+
+    def __init__(
+        self, workdir: Path | str | None = None, env: Mapping[str, str] | None = None, port: int | None = None
+    ) -> None:
+        super().__init__(workdir, env)
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _fresh_ports(self) -> None:
+        self.port = free_port()
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.url}{self.ready_path}")
+
+    def _config_file(self, config: Path | str | Mapping[str, Any], name: str) -> Path:
+        """A config given as a mapping is written as YAML into the working directory; a path is used as is."""
+        if isinstance(config, Mapping):
+            path = self.workdir / name
+            path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+            return path
+        return Path(config).resolve()
 
 
 class RedisServer(ManagedProcess):
@@ -294,12 +327,8 @@ class RedisServer(ManagedProcess):
         except OSError:
             return False
 
-    def __enter__(self) -> RedisServer:
-        super().__enter__()
-        return self
 
-
-class PrometheusServer(ManagedProcess):
+class PrometheusServer(HTTPProcess):
     """Prometheus (Debian's 2.x) with a given config and rule files, its TSDB in the working directory.
 
     `config` is a path or a mapping (written as YAML); `rule_files` are added to the config's
@@ -327,14 +356,6 @@ class PrometheusServer(ManagedProcess):
         self.config_path = self.workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
         self.extra_args = list(extra_args)
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _fresh_ports(self) -> None:
-        self.port = free_port()
 
     def command(self) -> list[str]:
         return [
@@ -346,15 +367,8 @@ class PrometheusServer(ManagedProcess):
             *self.extra_args,
         ]
 
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/-/ready")
 
-    def __enter__(self) -> PrometheusServer:
-        super().__enter__()
-        return self
-
-
-class AlertmanagerServer(ManagedProcess):
+class AlertmanagerServer(HTTPProcess):
     """Debian's prometheus-alertmanager, gossip off, its storage in the working directory."""
 
     name = "alertmanager"
@@ -367,20 +381,8 @@ class AlertmanagerServer(ManagedProcess):
     ) -> None:
         super().__init__(workdir)
         self.binary = require("prometheus-alertmanager")
-        if isinstance(config, Mapping):
-            self.config_path = self.workdir / "alertmanager.yml"
-            self.config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-        else:
-            self.config_path = Path(config).resolve()
+        self.config_path = self._config_file(config, "alertmanager.yml")
         self.extra_args = list(extra_args)
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _fresh_ports(self) -> None:
-        self.port = free_port()
 
     def command(self) -> list[str]:
         return [
@@ -391,13 +393,6 @@ class AlertmanagerServer(ManagedProcess):
             "--cluster.listen-address=",
             *self.extra_args,
         ]
-
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/-/ready")
-
-    def __enter__(self) -> AlertmanagerServer:
-        super().__enter__()
-        return self
 
 
 class CollectorProcess(ManagedProcess):
@@ -484,12 +479,8 @@ class CollectorProcess(ManagedProcess):
                 f"{result.stdout}{result.stderr}"
             )
 
-    def __enter__(self) -> CollectorProcess:
-        super().__enter__()
-        return self
 
-
-class LLMCostProcessor(ManagedProcess):
+class LLMCostProcessor(HTTPProcess):
     """`otel-llmcost processor` (this checkout's) with a config file, its ledger in the working directory.
 
     Runs `python -m otel_llmcost.cli` with the current interpreter so a test exercises the same code it
@@ -497,6 +488,7 @@ class LLMCostProcessor(ManagedProcess):
     """
 
     name = "processor"
+    ready_path = "/healthz"
 
     def __init__(
         self,
@@ -506,37 +498,18 @@ class LLMCostProcessor(ManagedProcess):
         env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(workdir, env)
-        if isinstance(config, Mapping):
-            self.config_path = self.workdir / "processor.yaml"
-            self.config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-        else:
-            self.config_path = Path(config).resolve()
+        self.config_path = self._config_file(config, "processor.yaml")
         source_root = str(Path(__file__).resolve().parents[2])
         self.env.setdefault("PYTHONPATH", os.pathsep.join(
             p for p in (source_root, os.environ.get("PYTHONPATH", "")) if p))
         if token is not None:
             self.env["OTEL_LLMCOST_PROCESSOR_TOKEN"] = token
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _fresh_ports(self) -> None:
-        self.port = free_port()
 
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "otel_llmcost.cli", "processor",
             "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port),
         ]  # fmt: skip
-
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/healthz")
-
-    def __enter__(self) -> LLMCostProcessor:
-        super().__enter__()
-        return self
 
 
 def default_collector_config() -> Path:

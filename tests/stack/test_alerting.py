@@ -29,11 +29,10 @@ import yaml
 from otel_llmcost.testing.processes import (
     AlertmanagerServer,
     CollectorProcess,
+    HTTPProcess,
     LLMCostProcessor,
     ManagedProcess,
     PrometheusServer,
-    free_port,
-    http_ok,
 )
 from tests.stack.conftest import SERVICE, run_demo_traffic
 from tests.stack.test_rules import ALERTMANAGER_CONFIG, loopback_prometheus_config
@@ -47,27 +46,14 @@ WAIT = 120.0
 T = TypeVar("T")
 
 
-class AlertReceiverProcess(ManagedProcess):
+class AlertReceiverProcess(HTTPProcess):
     """The stack's webhook receiver script, as docker-compose runs it, on a loopback port."""
 
     name = "alert-receiver"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _fresh_ports(self) -> None:
-        self.port = free_port()
+    ready_path = "/healthz"
 
     def command(self) -> list[str]:
         return [sys.executable, str(RECEIVER_SCRIPT), "--host", "127.0.0.1", "--port", str(self.port)]
-
-    def ready(self) -> bool:
-        return http_ok(f"{self.url}/healthz")
 
     def notifications(self, path: str) -> list[dict[str, Any]]:
         return get_json(f"{self.url}/alerts?path={path}")
