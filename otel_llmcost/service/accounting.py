@@ -156,14 +156,18 @@ class Accountant:
                 event_targets.append(found)
         increments = self.store.apply(events, event_targets, targets)
         applied.increments = increments
-        touched: set[int] = set()
+        hits: set[tuple[int, ...]] = set()  # the target tuples are shared between events: few distinct
+        counted = duplicates = 0
+        by_source = applied.units_by_source
         for event, units, hit in zip(events, increments, event_targets, strict=True):
             if units > 0:
-                applied.counted += 1
-                applied.units_by_source[event.source] = applied.units_by_source.get(event.source, 0) + units
-                touched.update(hit)
+                counted += 1
+                by_source[event.source] = by_source.get(event.source, 0) + units
+                hits.add(hit)
             elif units < 0:
-                applied.duplicates += 1
+                duplicates += 1
+        applied.counted, applied.duplicates = counted, duplicates
+        touched = {index for hit in hits for index in hit}
         if touched:
             with self._dirty_lock:
                 for index in touched:

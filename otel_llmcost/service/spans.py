@@ -28,7 +28,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from .. import names
 from ..budget.policy import DIMENSIONS
 from .attributes import all_attributes, as_text
-from .events import SOURCE_SPAN, SPAN, CostEvent, mark_key, usd_units
+from .events import SOURCE_SPAN, SPAN, CostEvent, usd_units
 from .lite import SCOPED, USAGE, AttributeCache
 from .pricing import ServicePricer
 
@@ -97,6 +97,7 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
     parse = cache.parse
     rates = pricer.integer_rates_today()
     events = batch.events
+    priced = units_priced = 0
     for resource_spans in request.resource_spans:
         resource_attributes = Resource.FromString(resource_spans.resource).attributes
         resource = {k: as_text(v) for k, v in all_attributes(resource_attributes).items()
@@ -159,13 +160,15 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                     units = _price(usage, pricer, batch)
                     if units is None:
                         continue
-                batch.priced += 1
-                batch.units_priced += units
+                priced += 1
+                units_priced += units
                 if mode == "off" or (mode == "foreign" and (own_scope or (ours and span.parent_span_id in ours))):
                     continue
-                end = span.end_time_unix_nano
-                events.append(CostEvent(SPAN, mark_key(end, span.trace_id + span.span_id), end, units,
+                end = span.end_time_unix_nano  # fixed64: always fits the 8 bytes of `mark_key`, inlined here
+                events.append(CostEvent(SPAN, end.to_bytes(8, "big") + span.trace_id + span.span_id, end, units,
                                         attribution, SOURCE_SPAN))
+    batch.priced += priced
+    batch.units_priced += units_priced
     return batch
 
 
