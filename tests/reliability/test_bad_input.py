@@ -40,10 +40,11 @@ from tests.conftest import llmcost_spans, metric_points
 
 from .conftest import soak_enabled
 
-EXAMPLES = 2000 if soak_enabled() else 150
+EXAMPLES = 2000 if soak_enabled() else 80
 FUZZ_SECONDS = 60.0 if soak_enabled() else 3.0
+# Derandomized by default so CI sees the same examples every run; the soak variant explores anew.
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                    database=None)
+                    database=None, derandomize=not soak_enabled())
 
 # JSON-ish values, with the numbers providers get wrong: negatives, floats, NaN, huge, bools, strings.
 scalars = st.one_of(
