@@ -22,7 +22,7 @@ from ..budget.engine import BudgetEngine, _Match
 from ..budget.ledger import BudgetKey
 from ..budget.policy import DIMENSIONS, Budget
 from ..budget.windows import Window
-from .events import CostEvent
+from .events import CUMULATIVE, CostEvent
 from .store import IngestStore, Target
 
 _log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class Applied:
     units_by_source: dict[str, int] = field(default_factory=dict)
     counted: int = 0
     duplicates: int = 0
+    too_old: int = 0
 
 
 class _WindowCache:
@@ -112,6 +113,12 @@ class Accountant:
     def apply(self, events: Sequence[CostEvent]) -> Applied:
         """Commit the events (raises if the store fails: the request must then not be acknowledged)."""
         applied = Applied()
+        oldest = int((time.time() - self.store.dedup_window) * 1e9)
+        if any(e.kind != CUMULATIVE and e.time < oldest for e in events):
+            # Its dedup mark would already be gone: counting it could count a resend twice.
+            kept = [e for e in events if e.kind == CUMULATIVE or e.time >= oldest]
+            applied.too_old = len(events) - len(kept)
+            events = kept
         if not events:
             return applied
         targets: list[Target] = []

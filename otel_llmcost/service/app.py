@@ -91,10 +91,10 @@ class ProcessorService:
         c = self.counters
         c.describe("llmcost_processor_requests_total", "OTLP and API requests by path and HTTP status.")
         c.describe("llmcost_processor_points_total", "Metric data points by result: counted, unchanged "
-                   "(baseline or no new spend), duplicate, rejected, unpriced, covered (by llmcost.cost), "
-                   "ignored (not a cost metric).")
+                   "(baseline or no new spend), duplicate, too_old (past the dedup window), rejected, unpriced, "
+                   "covered (by llmcost.cost), ignored (not a cost metric).")
         c.describe("llmcost_processor_spans_total", "Spans by result: received, priced, unpriced, invalid, "
-                   "counted (against budgets), duplicate.")
+                   "counted (against budgets), duplicate, too_old (past the dedup window).")
         c.describe("llmcost_processor_dedup_hits_total", "Points and spans already counted (resent payloads).")
         c.describe("llmcost_processor_cost_USD_total", "Spend counted against budgets, by source.")
         c.describe("llmcost_processor_span_cost_USD_total", "Cost of the priced spans (per-call detail), "
@@ -143,7 +143,8 @@ class ProcessorService:
         counted = applied.counted
         c.add("llmcost_processor_points_total", counted, result="counted")
         c.add("llmcost_processor_points_total", applied.duplicates, result="duplicate")
-        c.add("llmcost_processor_points_total", len(batch.events) - counted - applied.duplicates,
+        c.add("llmcost_processor_points_total", applied.too_old, result="too_old")
+        c.add("llmcost_processor_points_total", len(batch.events) - counted - applied.duplicates - applied.too_old,
               result="unchanged")
         c.add("llmcost_processor_points_total", batch.rejected, result="rejected")
         c.add("llmcost_processor_points_total", batch.unpriced, result="unpriced")
@@ -168,6 +169,7 @@ class ProcessorService:
         c.add("llmcost_processor_spans_total", batch.invalid, result="invalid")
         c.add("llmcost_processor_spans_total", applied.counted, result="counted")
         c.add("llmcost_processor_spans_total", applied.duplicates, result="duplicate")
+        c.add("llmcost_processor_spans_total", applied.too_old, result="too_old")
         c.add("llmcost_processor_span_cost_USD_total", batch.units_priced * _NANO)
         response = ExportTraceServiceResponse()
         if batch.invalid:

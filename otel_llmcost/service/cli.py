@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.port is not None:
             settings = replace(settings, port=args.port)
         catalog = load_catalog(args.prices_file)
-        store = open_store(budgets.ledger or DEFAULT_LEDGER, retention=settings.retention)
+        store = open_store(budgets.ledger or DEFAULT_LEDGER, retention=settings.retention,
+                           dedup_window=settings.dedup_window)
         engine = BudgetEngine(budgets, store)
     except (ConfigError, PriceFileError) as exc:
         print(f"otel-llmcost processor: {exc}", file=sys.stderr)

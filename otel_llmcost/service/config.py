@@ -8,7 +8,8 @@
       max_body: 8MiB            # compressed request body; larger → 413
       max_decompressed: 64MiB   # after gzip; larger → 413 (gzip bombs)
       span_accounting: off      # off | foreign | all (see otel_llmcost/service/spans.py)
-      retention: 7d             # how long stream state and dedup marks are kept after last use
+      retention: 7d             # how long cumulative stream state is kept after last use
+      dedup_window: 1h          # how long a delta point or span is remembered; older ones are refused
       token_env: OTEL_LLMCOST_PROCESSOR_TOKEN   # env variable holding the /v1/hints bearer token
 
 The budget part is read by `load_budget_config` (which leaves `processor:` alone); this module reads the
@@ -33,7 +34,8 @@ from .spans import SPAN_ACCOUNTING_MODES
 
 TOKEN_ENV = "OTEL_LLMCOST_PROCESSOR_TOKEN"
 DEFAULT_LEDGER = "sqlite:///llmcost-processor.db"
-_KEYS = ("host", "port", "max_body", "max_decompressed", "span_accounting", "retention", "token_env")
+_KEYS = ("host", "port", "max_body", "max_decompressed", "span_accounting", "retention", "dedup_window",
+         "token_env")
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|kb|mib|mb|gib|gb)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 
@@ -48,6 +50,7 @@ class ProcessorConfig:
     max_decompressed: int = 64 * 2**20
     span_accounting: str = "off"
     retention: float = 7 * 86400.0
+    dedup_window: float = 3600.0
     token_env: str = TOKEN_ENV
 
 
@@ -100,6 +103,15 @@ def parse_processor_section(section: Any, source: str | None = None) -> Processo
             raise ConfigError("keep stream state at least 1h (the Collector retries for minutes, apps "
                               "export every minute or so)", field="processor.retention", source=source)
         values["retention"] = seconds
+    if "dedup_window" in section:
+        try:
+            seconds = parse_duration(str(section["dedup_window"])).total_seconds()
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="processor.dedup_window", source=source) from None
+        if seconds < 300:
+            raise ConfigError("remember points and spans at least 5m: the Collector retries a failed export for "
+                              "minutes (otlphttp: max_elapsed_time)", field="processor.dedup_window", source=source)
+        values["dedup_window"] = seconds
     if "token_env" in section:
         if not isinstance(section["token_env"], str) or not section["token_env"]:
             raise ConfigError("expected an environment variable name", field="processor.token_env",

@@ -3,7 +3,7 @@
 One Lua script (`lua/apply.lua`) applies a whole request: it reads and writes the series state and
 dedup marks and adds the spend, atomically, so two replicas receiving the same retried payload (the
 Collector's load balancing may send a retry elsewhere) count it once. Series state and marks expire
-`retention` after their last use. The script touches keys of several budgets and streams in one call,
+`retention` after their last use, marks after `dedup_window`. The script touches keys of several budgets and streams in one call,
 so it needs a single Redis (or a primary with replicas), not Redis Cluster.
 """
 
@@ -29,9 +29,10 @@ class RedisIngestStore(RedisLedger):
     """The Redis budget ledger plus series state and dedup marks (see the module doc)."""
 
     def __init__(self, client: Any, *, prefix: str = "llmcost:budget", uri: str = "redis://",
-                 retention: float = 7 * 86400.0) -> None:
+                 retention: float = 7 * 86400.0, dedup_window: float = 3600.0) -> None:
         super().__init__(client, prefix=prefix, uri=uri)
         self.retention = retention
+        self.dedup_window = dedup_window
         self._apply = client.register_script(_script())
         self._ingest = f"{prefix}:ingest"
         client.set(f"{self._ingest}:epoch", str(time.time_ns()), nx=True)
@@ -39,7 +40,7 @@ class RedisIngestStore(RedisLedger):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "llmcost:budget", retention: float = 7 * 86400.0,
-                 **options: Any) -> RedisIngestStore:
+                 dedup_window: float = 3600.0, **options: Any) -> RedisIngestStore:
         """Connect with `redis.Redis.from_url` (redis://, rediss://, unix://)."""
         try:
             import redis
@@ -48,7 +49,8 @@ class RedisIngestStore(RedisLedger):
         options.setdefault("decode_responses", True)
         options.setdefault("socket_timeout", 10.0)
         options.setdefault("socket_connect_timeout", 5.0)
-        return cls(redis.Redis.from_url(url, **options), prefix=prefix, uri=url, retention=retention)
+        return cls(redis.Redis.from_url(url, **options), prefix=prefix, uri=url, retention=retention,
+                   dedup_window=dedup_window)
 
     def apply(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
               targets: Sequence[Target], *, now: float | None = None) -> list[int]:
@@ -68,7 +70,8 @@ class RedisIngestStore(RedisLedger):
         keys = [f"{self._ingest}:{event.key.hex()}" for event in events]
         keys += [self._hash(targets[i].key, targets[i].window.bucket) for i in used]
         keys += [self._index(targets[i].key.budget, targets[i].window.bucket) for i in used]
-        args: list[Any] = [len(events), len(used), str(self.epoch_ns), int(self.retention * 1000)]
+        args: list[Any] = [len(events), len(used), str(self.epoch_ns), int(self.retention * 1000),
+                           int(self.dedup_window * 1000)]
         for event in events:
             args += [event.kind, str(event.time), repr(float(event.value)), event.units, str(event.start)]
         args += [",".join(str(local[i]) for i in where) for where in event_targets]

@@ -63,9 +63,10 @@ class SQLiteIngestStore(SQLiteLedger):
     """The budget ledger plus stream state and dedup marks (see the module doc)."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", timeout: float = 30.0,
-                 retention: float = 7 * 86400.0) -> None:
+                 retention: float = 7 * 86400.0, dedup_window: float = 3600.0) -> None:
         super().__init__(path, synchronous=synchronous, timeout=timeout)
         self.retention = retention
+        self.dedup_window = dedup_window
         self._applies = 0
         with self._transaction() as db:
             for statement in _SCHEMA:
@@ -150,7 +151,7 @@ class SQLiteIngestStore(SQLiteLedger):
         # A series not seen for `retention` belongs to an app that is gone; a mark that old cannot be
         # resent by a Collector (its retries give up within minutes).
         db.execute("DELETE FROM ingest_series WHERE seen < ?", (now - self.retention,))
-        cutoff = int((now - self.retention) * 1e9)
+        cutoff = int((now - self.dedup_window) * 1e9)
         db.execute("DELETE FROM ingest_marks WHERE key < ?", (max(cutoff, 0).to_bytes(8, "big"),))
         db.execute("DELETE FROM budget_spend WHERE keep_until < ?", (now,))
 

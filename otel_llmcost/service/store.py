@@ -14,7 +14,9 @@ Per event kind (see `events.py`):
   baseline (a stream older than the store holds spend from before we counted). Then: a point not newer
   than the last one is a resend or a late straggler (0); a lower value at the same start is a reset
   without a new start time (counted from zero); otherwise the increment is the difference.
-* delta point and span: counted once per key (stream + start + time; trace id + span id).
+* delta point and span: counted once per key (stream + start + time; trace id + span id). Marks are kept
+  for `dedup_window` counted from the event's own time; an event older than that when it arrives could
+  not be told from a resend, so it is refused (counted as `too_old`), never counted twice.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class IngestStore(Ledger, Protocol):
     """A budget ledger that can also apply a batch of cost events atomically (see the module doc)."""
 
     epoch_ns: int
+    dedup_window: float
+    """Seconds a delta point or span is remembered, counted back from its own timestamp."""
 
     def apply(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
               targets: Sequence[Target], *, now: float | None = None) -> list[int]:
@@ -52,7 +56,7 @@ class IngestStore(Ledger, Protocol):
         ...
 
 
-def open_store(uri: str, *, retention: float) -> IngestStore:
+def open_store(uri: str, *, retention: float, dedup_window: float = 3600.0) -> IngestStore:
     """The ingest store for a ledger URI: ``sqlite:///path`` (one processor), ``redis://`` (replicas),
     ``memory://`` (an SQLite database in memory: for tests; nothing survives a restart)."""
     from ..budget.errors import ConfigError
@@ -61,7 +65,7 @@ def open_store(uri: str, *, retention: float) -> IngestStore:
     if scheme == "memory":
         from .sqlite_store import SQLiteIngestStore
 
-        return SQLiteIngestStore(":memory:", retention=retention)
+        return SQLiteIngestStore(":memory:", retention=retention, dedup_window=dedup_window)
     if scheme == "sqlite":
         from .sqlite_store import SQLiteIngestStore
 
@@ -77,10 +81,10 @@ def open_store(uri: str, *, retention: float) -> IngestStore:
                 raise ConfigError(f"{uri!r}: unknown option {name!r} (the processor knows synchronous=)",
                                   field="ledger")
             synchronous = value
-        return SQLiteIngestStore(path[1:], synchronous=synchronous, retention=retention)
+        return SQLiteIngestStore(path[1:], synchronous=synchronous, retention=retention, dedup_window=dedup_window)
     if scheme in ("redis", "rediss", "unix"):
         from .redis_store import RedisIngestStore
 
-        return RedisIngestStore.from_url(uri, retention=retention)
+        return RedisIngestStore.from_url(uri, retention=retention, dedup_window=dedup_window)
     raise ConfigError(f"{uri!r}: the processor needs a ledger it can commit to atomically: "
                       "sqlite:///path (one processor) or redis://host:6379/0 (several)", field="ledger")

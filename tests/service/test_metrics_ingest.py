@@ -167,3 +167,16 @@ def test_exponential_histogram_token_usage_is_priced_too(start_processor):
     prices = PriceCatalog().prices("gpt-4o", "openai")
     assert p.spend("monthly") == 10_000 * Decimal(prices.output_mtok) / 1_000_000
 
+
+
+def test_points_older_than_the_dedup_window_are_refused_not_risked(start_processor):
+    """A delta point older than the dedup window could not be told from a resend: it is not counted."""
+    import time
+
+    p = start_processor()
+    old = time.time_ns() - 2 * 3600 * S  # the default window is one hour
+    request = cost_request([({}, old - 60 * S, old, 0.5), ({"llmcost.feature": "new"}, T0, T0 + S, 0.25)],
+                           temporality=DELTA)
+    assert send(p.url, request) == 200
+    assert p.spend("monthly") == Decimal("0.25")
+    assert p.service.counters.get("llmcost_processor_points_total", result="too_old") == 1
