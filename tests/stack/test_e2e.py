@@ -359,6 +359,11 @@ def test_budget_walks_ok_throttle_stop_through_the_real_stack(stack: Stack, app:
     routed = wait_for("the routed spans at the trace backend", routed_remote, WAIT, diagnostics)
     assert {a.value.string_value for s in routed for a in s.attributes if a.key == "gen_ai.request.model"} == {
         SUBSTITUTE}
+    # Nothing downstream carries the prompts or the API key (no content capture was asked for).
+    downstream = [repr(s) for s in stack.trace_backend.spans()]
+    downstream += [d.body.decode() for path in ("/llmcost/budget", "/alertmanager/page", "/alertmanager/ticket")
+                   for d in stack.receiver.deliveries(path)]
+    assert not [text for text in downstream if "quarterly numbers" in text or "sk-e2e-test" in text]
 
 
 def app_alertmanager_alerts(stack: Stack) -> list[dict[str, Any]]:
