@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,9 +212,7 @@ class ProcessorService:
     # -- serving ------------------------------------------------------------------------------------
     def make_server(self) -> ThreadingHTTPServer:
         """A bound (not yet serving) HTTP server for this service."""
-        server = ThreadingHTTPServer((self.config.host, self.config.port), _handler(self))
-        server.daemon_threads = True
-        return server
+        return _Server((self.config.host, self.config.port), _handler(self))
 
     @contextmanager
     def serve(self) -> Iterator[ThreadingHTTPServer]:
@@ -229,6 +228,19 @@ class ProcessorService:
             server.server_close()
             thread.join(timeout=5)
             self.stop_alerts()
+
+
+class _Server(ThreadingHTTPServer):
+    """The stdlib server, with connection errors logged instead of tracebacks printed to stderr."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            _log.debug("otel-llmcost processor: connection from %s ended: %s", client_address, error)
+        else:
+            _log.exception("otel-llmcost processor: request from %s failed", client_address)
 
 
 def _json(status: int, payload: Any) -> tuple[int, bytes, str]:
