@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.client
 import json
 import os
 import random
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,65 +26,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_llmcost.budget import BudgetEngine, load_budget_config
-from otel_llmcost.service import ProcessorConfig, ProcessorService, open_store
-
 from .conftest import soak_enabled
+from .helpers import TOKEN, Processor
 
-TOKEN = "reliability-token-0123456789abcdef"
 EXAMPLES = 1500 if soak_enabled() else 60
 FUZZ_SECONDS = 60.0 if soak_enabled() else 4.0
 # Derandomized by default so CI sees the same examples every run; the soak variant explores anew.
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not soak_enabled(),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 OK_STATUSES = {200, 400, 411, 413, 415}
-
-
-class Processor:
-    """An in-process processor service on a loopback port, with a keep-alive client."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        config_path = tmp_path / "processor.yaml"
-        config_path.write_text("forecast: false\nalerts: {log: false}\nbudgets:\n  - {name: total, amount: 1000}\n"
-                               "  - {name: per-user, amount: 5, window: day, scope: {by: user}}\n")
-        self.store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}", retention=86400.0)
-        self.engine = BudgetEngine(load_budget_config(config_path), self.store, sinks=[])
-        self.service = ProcessorService(self.engine, self.store,
-                                        ProcessorConfig(host="127.0.0.1", port=0, max_body=256 * 1024,
-                                                        span_accounting="all"), token=TOKEN)
-        self._context = self.service.serve()
-        server = self._context.__enter__()
-        self.port = server.server_address[1]
-        self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> int:
-        for attempt in range(2):
-            try:
-                self.connection.request(method, path, body=body, headers=headers or {})
-                response = self.connection.getresponse()
-                response.read()
-                if response.getheader("Connection", "").lower() == "close":
-                    self.connection.close()
-                return response.status
-            except (http.client.HTTPException, ConnectionError):
-                self.connection.close()  # the server closed a connection it refused: open another
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def healthy(self) -> bool:
-        return self.request("GET", "/healthz") == 200
-
-    def ledger_sane(self) -> None:
-        for status in self.engine.state():
-            assert status.spend.is_finite() and status.spend >= 0, status
-            assert status.reserved >= 0, status
-
-    def close(self) -> None:
-        self.connection.close()
-        self._context.__exit__(None, None, None)
-        self.engine.close()
-        self.store.close()
 
 
 @pytest.fixture(scope="module")
