@@ -37,7 +37,7 @@ class Processor:
         path.write_text(textwrap.dedent(CONFIG), encoding="utf-8")
         self.store = open_store(f"sqlite:///{tmp_path / 'ledger.db'}", retention=86400.0)
         self.engine = BudgetEngine(load_budget_config(path), self.store, [])
-        self.service = ProcessorService(self.engine, self.store, ProcessorConfig(port=0), token=TOKEN)
+        self.service = ProcessorService(self.engine, self.store, ProcessorConfig(port=0, max_future=7200.0), token=TOKEN)
         self._context = self.service.serve()
         server = self._context.__enter__()
         self.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -16,8 +16,10 @@ caught, logged and answered.
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -138,7 +140,8 @@ class ProcessorService:
         return applied
 
     def _ingest_metrics(self, request: Any, content_type: str | None) -> tuple[int, bytes, str]:
-        batch = self._extract(lambda: extract_metrics(request, self.pricer), "metrics")
+        batch = self._extract(lambda: extract_metrics(request, self.pricer,
+                                                                 max_future_ns=int(self.config.max_future * 1e9)), "metrics")
         applied = self._commit(batch.events)
         c = self.counters
         counted = applied.counted
@@ -161,7 +164,8 @@ class ProcessorService:
 
     def _ingest_traces(self, request: Any, content_type: str | None) -> tuple[int, bytes, str]:
         batch = self._extract(lambda: extract_spans(request, self.pricer, self.config.span_accounting,
-                                                    self.span_keys, self._attributes), "traces")
+                                                    self.span_keys, self._attributes,
+                                                    int(self.config.max_future * 1e9)), "traces")
         applied = self._commit(batch.events)
         c = self.counters
         c.add("llmcost_processor_spans_total", batch.spans, result="received")
@@ -262,13 +266,47 @@ def status_body(status: int, reason: str, kind: str) -> bytes:
     return otlp.encode_response(message, otlp.JSON if kind == otlp.JSON else otlp.PROTOBUF)[0]
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader that gives up at the handler's deadline, however the bytes trickle in.
+
+    A per-read timeout alone lets a client that sends one byte a second hold a thread for ever
+    (slow loris); this one shortens every read to the time left for the whole request.
+    """
+
+    def __init__(self, sock: socket.socket, handler: Any) -> None:
+        self._sock = sock
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._handler.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive within the request timeout")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
 def _handler(service: ProcessorService) -> type[BaseHTTPRequestHandler]:
     limit = service.config.max_body
+    request_timeout = service.config.request_timeout
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
         wbufsize = 64 * 1024  # headers and body leave in one send (the stdlib writes each part unbuffered)
+        deadline = 0.0
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self), 64 * 1024)
+
+        def handle_one_request(self) -> None:
+            # Headers and body must arrive within the request timeout (which also ends idle keep-alives);
+            # the stdlib answers a TimeoutError by closing the connection.
+            self.deadline = time.monotonic() + request_timeout
+            super().handle_one_request()
         server_version = "otel-llmcost-processor"
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name

@@ -10,6 +10,8 @@
       span_accounting: off      # off | foreign | all (see otel_llmcost/service/spans.py)
       retention: 7d             # how long cumulative stream state is kept after last use
       dedup_window: 1h          # how long a delta point or span is remembered; older ones are refused
+      max_future: 10m           # clock skew allowed on timestamps; points further ahead are rejected
+      request_timeout: 5s       # a request (headers and body) must arrive within this; idle keep-alive too
       token_env: OTEL_LLMCOST_PROCESSOR_TOKEN   # env variable holding the /v1/hints bearer token
 
 The budget part is read by `load_budget_config` (which leaves `processor:` alone); this module reads the
@@ -35,7 +37,7 @@ from .spans import SPAN_ACCOUNTING_MODES
 TOKEN_ENV = "OTEL_LLMCOST_PROCESSOR_TOKEN"
 DEFAULT_LEDGER = "sqlite:///llmcost-processor.db"
 _KEYS = ("host", "port", "max_body", "max_decompressed", "span_accounting", "retention", "dedup_window",
-         "token_env")
+         "max_future", "request_timeout", "token_env")
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|kb|mib|mb|gib|gb)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 
@@ -51,6 +53,8 @@ class ProcessorConfig:
     span_accounting: str = "off"
     retention: float = 7 * 86400.0
     dedup_window: float = 3600.0
+    max_future: float = 600.0
+    request_timeout: float = 5.0
     token_env: str = TOKEN_ENV
 
 
@@ -112,6 +116,17 @@ def parse_processor_section(section: Any, source: str | None = None) -> Processo
             raise ConfigError("remember points and spans at least 5m: the Collector retries a failed export for "
                               "minutes (otlphttp: max_elapsed_time)", field="processor.dedup_window", source=source)
         values["dedup_window"] = seconds
+    for key, low in (("max_future", 0.0), ("request_timeout", 0.1)):
+        if key in section:
+            raw = section[key]
+            try:
+                seconds = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) \
+                    else parse_duration(str(raw)).total_seconds()
+            except ValueError as exc:
+                raise ConfigError(str(exc), field=f"processor.{key}", source=source) from None
+            if not seconds >= low:
+                raise ConfigError(f"{raw!r} is too short", field=f"processor.{key}", source=source)
+            values[key] = seconds
     if "token_env" in section:
         if not isinstance(section["token_env"], str) or not section["token_env"]:
             raise ConfigError("expected an environment variable name", field="processor.token_env",

@@ -38,9 +38,19 @@ class CostEvent:
     start: int = 0
 
 
+MAX_UNITS = 10**15
+"""The most one point, span or cumulative total may carry: $1,000,000. Anything above is refused as
+malformed: it is no real LLM call, and it would overflow the ledgers' integers (Redis sums in Lua numbers,
+exact to 2**53 nano-dollars) and fail every retry of the request."""
+MAX_FUTURE_NS = 10 * 60 * 10**9
+"""How far ahead of this host's clock a timestamp may be (clock skew). A point stamped further ahead would
+make the real points after it look stale until that time comes."""
+
+
 def usd_units(amount: float) -> int:
-    """USD (float, as OTLP carries it) → integer nano-dollars."""
-    return int(round(amount * 1e9))
+    """USD (float, as OTLP carries it) → integer nano-dollars (capped past `MAX_UNITS`, to be refused)."""
+    scaled = amount * 1e9
+    return int(round(scaled)) if scaled < 2**63 else 2**63
 
 
 def mark_key(time_ns: int, identity: bytes) -> bytes:

@@ -28,6 +28,8 @@ from .attributes import all_attributes, as_text
 from .events import (
     CUMULATIVE,
     DELTA,
+    MAX_FUTURE_NS,
+    MAX_UNITS,
     SOURCE_COST_METRIC,
     SOURCE_TOKEN_METRIC,
     Attribution,
@@ -48,6 +50,7 @@ class MetricsBatch:
     """The cost events of one export request, and what happened to the other points."""
 
     events: list[CostEvent] = field(default_factory=list)
+    horizon: int = 2**64
     rejected: int = 0
     unpriced: int = 0
     ignored: int = 0
@@ -58,6 +61,16 @@ class MetricsBatch:
         self.rejected += 1
         if len(self.errors) < 5 and reason not in self.errors:
             self.errors.append(reason)
+
+    def add(self, event: CostEvent, name: str) -> None:
+        """Keep an event, or reject it if its amount or time cannot be real (see `events.MAX_*`)."""
+        if event.units > MAX_UNITS:
+            self.reject(f"{name}: a point worth ${event.units / 1e9:,.0f} (over $1,000,000) is not an LLM bill")
+        elif event.time > self.horizon:
+            self.reject(f"{name}: time_unix_nano {event.time} is in the future by more than the allowed "
+                        f"clock skew; check the sender's clock")
+        else:
+            self.events.append(event)
 
 
 def _digest(*parts: str) -> bytes:
@@ -92,10 +105,12 @@ def _event(kind: int, stream: str, start: int, at: int, value: float, units: int
     return CostEvent(kind, key, at, units, attribution, source, value, start)
 
 
-def extract_metrics(request: Any, pricer: ServicePricer, now_ns: int | None = None) -> MetricsBatch:
+def extract_metrics(request: Any, pricer: ServicePricer, now_ns: int | None = None,
+                    max_future_ns: int = MAX_FUTURE_NS) -> MetricsBatch:
     """Cost events from an `ExportMetricsServiceRequest` (see the module doc)."""
     batch = MetricsBatch()
     now = now_ns or time.time_ns()
+    batch.horizon = now + max_future_ns
     for resource_metrics in request.resource_metrics:
         resource = all_attributes(resource_metrics.resource.attributes)
         resource_id = _identity(resource)
@@ -138,9 +153,9 @@ def _cost_points(metric: Any, resource: Mapping[str, Any], stream_base: str, bat
             continue
         attributes = all_attributes(point.attributes)
         stream = f"{stream_base}|{metric.name}|{_identity(attributes)}"
-        batch.events.append(_event(kind, stream, point.start_time_unix_nano, point.time_unix_nano or now,
-                                   value, usd_units(value), _attribution(resource, attributes),
-                                   SOURCE_COST_METRIC))
+        batch.add(_event(kind, stream, point.start_time_unix_nano, point.time_unix_nano or now,
+                         value, usd_units(value), _attribution(resource, attributes), SOURCE_COST_METRIC),
+                  metric.name)
 
 
 def _token_points(metric: Any, resource: Mapping[str, Any], stream_base: str, batch: MetricsBatch,
@@ -175,9 +190,9 @@ def _token_points(metric: Any, resource: Mapping[str, Any], stream_base: str, ba
             batch.unpriced += 1
             continue
         stream = f"{stream_base}|{metric.name}|{_identity(attributes)}"
-        batch.events.append(_event(kind, stream, point.start_time_unix_nano, point.time_unix_nano or now,
-                                   value, int(round(value * rate)), _attribution(resource, attributes),
-                                   SOURCE_TOKEN_METRIC))
+        batch.add(_event(kind, stream, point.start_time_unix_nano, point.time_unix_nano or now,
+                         value, int(round(value * rate)), _attribution(resource, attributes), SOURCE_TOKEN_METRIC),
+                  metric.name)
 
 
 def point_count(request: Any) -> int:

@@ -18,6 +18,7 @@ resent batch counts once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from .. import names
 from ..budget.policy import DIMENSIONS
 from .attributes import all_attributes, as_text
-from .events import SOURCE_SPAN, SPAN, CostEvent, usd_units
+from .events import MAX_FUTURE_NS, MAX_UNITS, SOURCE_SPAN, SPAN, CostEvent, usd_units
 from .lite import SCOPED, USAGE, AttributeCache
 from .pricing import ServicePricer
 
@@ -81,7 +82,8 @@ def _tokens(attrs: dict[str, Any], key: str) -> int:
 
 
 def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
-                  wanted: frozenset[str] = frozenset(), cache: AttributeCache | None = None) -> SpansBatch:
+                  wanted: frozenset[str] = frozenset(), cache: AttributeCache | None = None,
+                  max_future_ns: int = MAX_FUTURE_NS) -> SpansBatch:
     """Price the GenAI spans of a trace request (`lite.LiteTraceRequest`); events for those that count.
 
     `wanted`: the attributes budgets are scoped by (`attribution_keys`); resource attributes among them
@@ -98,6 +100,7 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
     rates = pricer.integer_rates_today()
     events = batch.events
     priced = units_priced = 0
+    horizon = time.time_ns() + max_future_ns
     for resource_spans in request.resource_spans:
         resource_attributes = Resource.FromString(resource_spans.resource).attributes
         resource = {k: as_text(v) for k, v in all_attributes(resource_attributes).items()
@@ -160,11 +163,18 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                     units = _price(usage, pricer, batch)
                     if units is None:
                         continue
+                end = span.end_time_unix_nano
+                if units > MAX_UNITS or end > horizon:
+                    batch.invalid += 1
+                    if len(batch.errors) < 5:
+                        batch.errors.append(f"a span worth ${units / 1e9:,.0f} (over $1,000,000)" if units > MAX_UNITS
+                                            else f"a span ending at {end}, in the future beyond the allowed clock skew")
+                    continue
                 priced += 1
                 units_priced += units
                 if mode == "off" or (mode == "foreign" and (own_scope or (ours and span.parent_span_id in ours))):
                     continue
-                end = span.end_time_unix_nano  # fixed64: always fits the 8 bytes of `mark_key`, inlined here
+                # fixed64 `end` always fits the 8 bytes of `events.mark_key`, inlined here
                 events.append(CostEvent(SPAN, end.to_bytes(8, "big") + span.trace_id + span.span_id, end, units,
                                         attribution, SOURCE_SPAN))
     batch.priced += priced

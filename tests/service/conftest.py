@@ -92,7 +92,9 @@ def start_processor(tmp_path: Path, backend: str) -> Iterator[Callable[..., Runn
             store = open_store(ledger or f"sqlite:///{tmp_path / f'ledger{len(started)}.db'}", retention=86400.0)
         sink = RecordingSink()
         engine = BudgetEngine(config, store, [sink])
-        processor = parse_processor_section({"port": 0, **settings})
+        # The builders stamp points up to an hour ahead (so that each test's series start after its
+        # store was made): allow that much clock skew unless a test sets its own.
+        processor = parse_processor_section({"port": 0, "max_future": "2h", **settings})
         service = ProcessorService(engine, store, ProcessorConfig(**{**processor.__dict__, "host": "127.0.0.1"}),
                                    token=TOKEN)
         context = service.serve()

@@ -25,6 +25,7 @@ budgets:
 alerts: {{log: false}}
 processor:
   span_accounting: all
+  max_future: 2h
 """
 
 

@@ -183,3 +183,48 @@ def test_hints_need_the_bearer_token_and_report_the_tightest_budget(start_proces
     eve = [s for s in listing["scopes"] if s["scope_key"] == "user=eve"]
     assert eve and eve[0]["match"] == {"user": "eve"} and eve[0]["level"] == "throttle"
     assert get_json(f"{p.url}/v1/hints?colour=red", token=TOKEN)[0] == 400
+
+
+def test_impossible_amounts_and_far_future_times_are_rejected_not_retried(start_processor):
+    """$1e12 points, 2**62-token spans, a point stamped far ahead: rejected in partial success, ledger unchanged."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+    p = start_processor(span_accounting="all", max_future="10m")
+    request = cost_request([({"llmcost.feature": "a"}, T0 - 7200 * S, T0 - 3600 * S + S, 1e12),
+                            ({"llmcost.feature": "b"}, T0 - 7200 * S, 2**63, 0.5),
+                            ({"llmcost.feature": "c"}, T0 - 7200 * S, T0 - 3600 * S + S, 1e308)])
+    status, body, _ = post(f"{p.url}/v1/metrics", request.SerializeToString())
+    result = ExportMetricsServiceResponse.FromString(body).partial_success
+    assert status == 200 and result.rejected_data_points == 3
+    assert "over $1,000,000" in result.error_message and "in the future" in result.error_message
+    spans = span_request([{"attributes": {**GPT, "gen_ai.usage.input_tokens": 2**62}},
+                          {"attributes": {**GPT, "gen_ai.usage.cost": 1e308}}])
+    status, body, _ = post(f"{p.url}/v1/traces", spans.SerializeToString())
+    assert status == 200 and ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans == 2
+    assert p.spend("monthly") == 0
+
+
+def test_a_trickling_client_is_cut_off_by_the_request_timeout(start_processor):
+    """Slow loris: headers sent a byte at a time are cut off at the request timeout; others are served."""
+    import time
+
+    p = start_processor(request_timeout="1s")
+    host, port = p.url.removeprefix("http://").split(":")
+    payload = b"POST /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    closed = False
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        for byte in payload:
+            try:
+                conn.sendall(bytes([byte]))
+                conn.settimeout(0.05)
+                if conn.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+        assert closed  # well before the 200+ bytes (>10 s) were all sent
+        assert get(f"{p.url}/healthz")[0] == 200
