@@ -1,9 +1,16 @@
 """`otel-llmcost processor`: budgets applied behind the Collector, from OTLP metrics and spans.
 
-Parts, one idea each: `otlp` (decoding bodies), `metrics` and `spans` (which points and spans carry
-spend), `pricing` (token metrics and spans priced by model), `store` with `sqlite_store` and
-`redis_store` (stream state, dedup marks and spend committed atomically), `accounting` (budgets and
-alerts), `hints_api`, `exposition` (`/metrics`), `app` (HTTP), `config`, `cli`.
+Parts, one idea each: `otlp` (decoding bodies, limits), `lite` (the trimmed view of trace requests the
+hot path reads), `attributes` (OTLP attribute values), `events` (cost events in nano-dollars),
+`metrics` and `spans` (which points and spans carry spend), `pricing` (token metrics and spans priced
+by model), `store` with `sqlite_store` and `redis_store` (stream state, dedup marks and spend committed
+atomically), `accounting` (budget matching and alerts), `hints_api` (`/v1/hints`), `exposition`
+(`/metrics`), `app` (HTTP), `config` (the `processor:` section), `cli`.
+
+    otel-llmcost processor --config llmcost.yaml --port 4319
+
+Point the Collector's `otlphttp` exporter at it (see collector/otelcol.yaml); apps poll hints with
+`otel_llmcost.hints.HintsClient`.
 
 Needs the ``service`` extra (``pip install 'otel-llmcost[service]'``) for the OTLP protobuf messages.
 """
