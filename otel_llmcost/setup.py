@@ -15,7 +15,13 @@ guard:
     semantic: {storage: "memory://", embedder: minilm, threshold: 0.78}   # embedder: minilm | hashing
     cache_all: false            # also cache sampled calls (temperature > 0 without a seed)
   routing: true                 # route with the `routing:` section (or its defaults)
+  hints:                        # budget levels from the shared processor service instead of a local ledger
+    url: http://processor:4319  # token from $OTEL_LLMCOST_PROCESSOR_TOKEN
+    interval: 5                 # seconds between polls
+    max_age: 60                 # after this long without an answer, use `default_level`
+    default_level: ok           # ok | warn | throttle | stop
 ```
+`hints` and a local `budgets: enforce` exclude each other: one process follows one source of budget levels.
 Every key is checked; a mistake is a `ConfigError` naming the file and the field.
 """
 
@@ -33,7 +39,8 @@ from .budget.errors import ConfigError
 from .environment_variables import OTEL_LLMCOST_CONFIG
 from .telemetry import Telemetry
 
-_GUARD_KEYS = {"rate_limits", "budgets", "cache", "routing"}
+_GUARD_KEYS = {"rate_limits", "budgets", "cache", "routing", "hints"}
+_HINTS_KEYS = {"url", "interval", "timeout", "max_age", "default_level"}
 _RATE_KEYS = {"storage", "key", "default_tier", "on_storage_error", "tiers"}
 _CACHE_KEYS = {"exact", "semantic", "cache_all", "medium_hits"}
 
@@ -45,10 +52,13 @@ class Setup:
     telemetry: Telemetry
     budget_processor: Any = None
     guard: Any = None
+    hints_client: Any = None
 
     def shutdown(self) -> None:
         import otel_llmcost
 
+        if self.hints_client is not None:
+            self.hints_client.close()
         if self.budget_processor is not None:
             self.budget_processor.shutdown()
             self.budget_processor.engine.close()
@@ -103,14 +113,21 @@ def _apply(setup: Setup, guard: Mapping[str, Any], data: Mapping[str, Any], sour
            tracer_provider: Any, meter_provider: Any) -> None:
     from .budget.processor import enable_budgets
 
-    budgets_mode = guard.get("budgets", "enforce" if data.get("budgets") else None)
+    hints_config = guard.get("hints")
+    budgets_mode = guard.get("budgets", "enforce" if data.get("budgets") and not hints_config else None)
     if budgets_mode not in (None, False, "enforce", "observe"):
         raise ConfigError(f"{budgets_mode!r} is not enforce or observe", field="guard.budgets", source=source)
+    if hints_config and budgets_mode == "enforce":
+        raise ConfigError("guard.hints and guard.budgets: enforce both set the budget level; keep one "
+                          "(hints: the shared processor service decides; enforce: this process's ledger)",
+                          field="guard.hints", source=source)
     engine = None
     if budgets_mode:
         setup.budget_processor = enable_budgets(path, telemetry=setup.telemetry, tracer_provider=tracer_provider,
                                                 meter_provider=meter_provider)
         engine = setup.budget_processor.engine
+    if hints_config:
+        setup.hints_client = _hints(hints_config, source)
     limiter, policy = _rate_limits(guard.get("rate_limits"), source)
     cache = _cache(guard.get("cache"), source, setup.telemetry)
     router = None
@@ -118,12 +135,46 @@ def _apply(setup: Setup, guard: Mapping[str, Any], data: Mapping[str, Any], sour
         from .routing import Router
 
         router = Router.from_config(path, prices=setup.telemetry.catalog)
-    if limiter or cache or router or budgets_mode == "enforce":
+    if limiter or cache or router or budgets_mode == "enforce" or setup.hints_client:
         from .guard import install_guard
 
         setup.guard = install_guard(telemetry=setup.telemetry, limiter=limiter, rate_limit_policy=policy,
                                     budget=engine if budgets_mode == "enforce" else None,
-                                    cache=cache, router=router)
+                                    cache=cache, router=router, hints=setup.hints_client)
+
+
+def _hints(value: Any, source: str) -> Any:
+    from .budget.engine import Hints
+    from .budget.levels import Level
+    from .hints import HintsClient
+
+    config = _mapping(value, "guard.hints", source, _HINTS_KEYS)
+    url = config.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"expected the processor's base URL (http://host:port), got {url!r}",
+                          field="guard.hints.url", source=source)
+    numbers: dict[str, float] = {}
+    for key in ("interval", "timeout", "max_age"):
+        if key in config:
+            number = config[key]
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
+                raise ConfigError(f"expected a positive number of seconds, got {number!r}",
+                                  field=f"guard.hints.{key}", source=source)
+            numbers[key] = float(number)
+    default = None
+    if "default_level" in config:
+        labels = {level.label: level for level in Level}
+        label = config["default_level"]
+        if label not in labels:
+            raise ConfigError(f"{label!r} is not one of {', '.join(labels)}", field="guard.hints.default_level",
+                              source=source)
+        level = labels[label]
+        default = Hints(level=level, cache_only=level >= Level.STOP)
+    try:
+        return HintsClient(url, default=default, interval=numbers.get("interval", 5.0),
+                           timeout=numbers.get("timeout", 2.0), max_age=numbers.get("max_age"))
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="guard.hints", source=source) from None
 
 
 def _rate_limits(value: Any, source: str) -> tuple[Any, Any]:
