@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,3 +76,15 @@ def emit(text: str, output: Path | None) -> None:
 def fail(command: str, error: object) -> int:
     print(f"otel-llmcost {command}: {error}", file=sys.stderr)
     return 2
+
+
+def run(command: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
+        argv: Sequence[str] | None) -> int:
+    """Parse, run, and turn bad input or a missing extra into one line on stderr and exit code 2."""
+    args = parser.parse_args(argv)
+    try:
+        return body(args)
+    except ReportInputError as error:
+        return fail(command, error)
+    except ImportError as error:
+        return fail(command, f"{error}; install the reports extra: pip install 'otel-llmcost[reports]'")

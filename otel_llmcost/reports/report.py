@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ._cli import add_common, emit, fail, parse_duration, resolve
+from ._cli import add_common, emit, parse_duration, resolve, run
 from .schema import ReportInputError
 
 
@@ -36,13 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except ReportInputError as error:
-        return fail("report", error)
-    except ImportError as error:
-        return fail("report", f"{error}; install the reports extra: pip install 'otel-llmcost[reports]'")
+    return run("report", build_parser(), _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
