@@ -8,8 +8,8 @@ Each test of the suite says what fault it injects and what it checks::
         record_number("added latency p100 (s)", 0.52)
 
 When the run ends and ``OTEL_LLMCOST_RELIABILITY_REPORT`` names a file (``RELIABILITY.md``), the table
-between the ``<!-- reliability:begin -->`` / ``<!-- reliability:end -->`` markers of that file is
-rewritten from the outcomes of this run: the published table is what the suite measured, not what
+between the ``<!-- reliability:begin -->`` / ``<!-- reliability:end -->`` markers of that file (for a soak
+run: ``reliability-soak:``) is rewritten from the outcomes of this run: the published table is what the suite measured, not what
 someone typed. `covered_by` names tests elsewhere that check the same point; their outcomes join the
 row when they ran in the same session. ``OTEL_LLMCOST_SOAK=1`` turns on the long soak variants
 (marker ``soak``), skipped otherwise so the default suite stays fast.
@@ -54,14 +54,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @dataclass
 class _Row:
+    """One table row: a test function, with every parametrized case of it that was collected."""
+
     fault: str
     checked: str
-    nodeid: str
+    name: str
     covered_by: tuple[str, ...] = ()
-    outcome: str = "not run"
-    duration: float = 0.0
-    numbers: list[tuple[str, Any]] = field(default_factory=list)
-    detail: str = ""
+    cases: list[tuple[str, str]] = field(default_factory=list)  # (node id, case id or "")
 
 
 _ROWS: dict[str, _Row] = {}
@@ -77,8 +76,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             continue
         if len(marker.args) != 2:
             raise pytest.UsageError(f"{item.nodeid}: @reliability takes (fault, what is checked)")
-        covered = tuple(marker.kwargs.get("covered_by", ()))
-        _ROWS[item.nodeid] = _Row(marker.args[0], marker.args[1], item.nodeid, covered)
+        base = item.nodeid.split("[", 1)[0]
+        row = _ROWS.get(base)
+        if row is None:
+            row = _ROWS[base] = _Row(marker.args[0], marker.args[1], base,
+                                     tuple(marker.kwargs.get("covered_by", ())))
+        case = item.callspec.id if hasattr(item, "callspec") else ""
+        row.cases.append((item.nodeid, case))
 
 
 @pytest.fixture
@@ -93,8 +97,11 @@ def record_number(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
     return record
 
 
-def _outcome(reports: list[Any]) -> tuple[str, float, str, list[tuple[str, Any]]]:
-    """One test's outcome from its setup/call/teardown reports."""
+Outcome = tuple[str, float, str, list[tuple[str, Any]]]
+
+
+def _outcome(reports: list[Any]) -> Outcome:
+    """One test case's outcome from its setup/call/teardown reports."""
     outcome, detail, duration = "pass", "", 0.0
     numbers: list[tuple[str, Any]] = []
     for report in reports:
@@ -113,39 +120,68 @@ def _outcome(reports: list[Any]) -> tuple[str, float, str, list[tuple[str, Any]]
             outcome = "skip"
             longrepr = report.longrepr
             detail = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-    return outcome, duration, detail, numbers
+    return outcome, duration, detail.removeprefix("Skipped: "), numbers
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _render(rows: list[_Row], outcomes: dict[str, tuple[str, float, str, list[tuple[str, Any]]]]) -> str:
+_SEVERITY = ("FAIL", "FIXED (xpass)", "known gap (xfail)", "skip", "not run", "pass")
+
+
+def _row_result(row: _Row, outcomes: dict[str, Outcome]) -> tuple[str, str]:
+    """The row's result cell and numbers cell, over all its cases."""
+    results = [(case, outcomes.get(node, ("not run", 0.0, "", []))) for node, case in row.cases]
+    worst = min((o[0] for _, o in results), key=_SEVERITY.index)
+    duration = sum(o[1] for _, o in results)
+    same = sum(o[0] == worst for _, o in results)
+    result = worst if len(results) == 1 else f"{worst} ({same}/{len(results)})"
+    if worst != "not run":
+        result += f", {duration:.1f} s"
+    odd = [(case, o) for case, o in results if o[0] != "pass"]
+    if odd and len(results) > 1:
+        result += ": " + "; ".join(f"[{case}] {o[0]}" for case, o in odd)
+    details = sorted({o[2] for _, o in results if o[2] and o[0] != "pass"})
+    if details:
+        result += " — " + " / ".join(details)
+    numbers = []
+    for case, o in results:
+        shown = "; ".join(f"{name} = {value}" for name, value in o[3])
+        if shown:
+            numbers.append(f"[{case}] {shown}" if case else shown)
+    return result, "<br>".join(numbers)
+
+
+def _render(rows: list[_Row], outcomes: dict[str, Outcome]) -> str:
     lines = [
         "| fault | what is checked | result | numbers | test |",
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        outcome, duration, detail, numbers = outcomes.get(row.nodeid, ("not run", 0.0, "", []))
-        result = outcome if outcome != "pass" else "pass"
-        if outcome not in ("not run",):
-            result += f" ({duration:.1f} s)"
-        if detail and outcome != "pass":
-            result += f": {detail.removeprefix('Skipped: ')}"
-        shown = "; ".join(f"{name} = {value}" for name, value in numbers)
-        test = f"`{row.nodeid.removeprefix('tests/reliability/')}`"
+        result, numbers = _row_result(row, outcomes)
+        test = f"`{row.name.removeprefix('tests/reliability/')}`"
         for other in row.covered_by:
-            other_outcome = outcomes.get(other, ("not run in this session", 0.0, "", []))[0]
-            test += f"<br>also `{other}` ({other_outcome})"
-        lines.append(f"| {_cell(row.fault)} | {_cell(row.checked)} | {_cell(result)} | {_cell(shown)} | {test} |")
+            ran = [o[0] for node, o in outcomes.items() if node == other or node.startswith(other + "[")]
+            state = (min(ran, key=_SEVERITY.index) if ran else "not run in this session")
+            test += f"<br>also `{other}` ({state})"
+        lines.append(f"| {_cell(row.fault)} | {_cell(row.checked)} | {_cell(result)} | {_cell(numbers)} | {test} |")
     return "\n".join(lines)
 
 
+def _markers() -> tuple[str, str]:
+    """The markers of the block this run rewrites: the default run's table, or the soak run's."""
+    if soak_enabled():
+        return BEGIN.replace("reliability:", "reliability-soak:"), END.replace("reliability:", "reliability-soak:")
+    return BEGIN, END
+
+
 def _write_report(path: Path, table: str, summary: str) -> None:
-    block = f"{BEGIN}\n{summary}\n\n{table}\n{END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else f"# Reliability\n\n{BEGIN}\n{END}\n"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, count=1, flags=re.S)
+    begin, end = _markers()
+    block = f"{begin}\n{summary}\n\n{table}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Reliability\n"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, count=1, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
@@ -164,14 +200,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 by_node.setdefault(nodeid, []).append(report)
     outcomes = {node: _outcome(reports) for node, reports in by_node.items()}
     rows = list(_ROWS.values())  # collection order: file by file, as the tests are written
-    ran = [outcomes[r.nodeid][0] for r in rows if r.nodeid in outcomes]
+    results = [_row_result(row, outcomes)[0] for row in rows]
+    cases = [outcomes[node][0] for row in rows for node, _ in row.cases if node in outcomes]
     summary = (
         f"Generated by the suite ({REPORT_ENV}={target}) on "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} cores{', soak variants on' if soak_enabled() else ''}: "
-        f"{sum(o == 'pass' for o in ran)} passed, {sum(o == 'FAIL' for o in ran)} failed, "
-        f"{sum(o.startswith('known gap') for o in ran)} known gaps, {sum(o == 'skip' for o in ran)} skipped "
-        f"of {len(rows)} rows."
+        f"{os.cpu_count()} cores{', soak variants on' if soak_enabled() else ''}: {len(rows)} rows "
+        f"({len(cases)} test cases), {sum(r.startswith('pass') for r in results)} pass, "
+        f"{sum(r.startswith('FAIL') or r.startswith('FIXED') for r in results)} fail, "
+        f"{sum(r.startswith('known gap') for r in results)} known gaps, "
+        f"{sum(r.startswith('skip') or r.startswith('not run') for r in results)} not run."
     )
     path = Path(target)
     if not path.is_absolute():

@@ -73,7 +73,7 @@ def threads_per_process() -> int:
 def test_budget_overshoot_under_load_is_within_one_call(redis_proc: ManagedRedis, record_number: Any) -> None:
     """Racing callers stop at the budget: spend ends in [stop limit, stop limit + one max cost)."""
     prefix = f"load:{uuid.uuid4().hex}"
-    amount = "20.00" if soak_enabled() else "2.00"
+    amount = "10.00" if soak_enabled() else "0.50"
     threads = threads_per_process()
     total, took = run(redis_proc.url, prefix, amount, tokens_per_day=1_000_000_000, threads=threads)
     budget = load_worker.budget(amount)
@@ -102,7 +102,7 @@ def test_budget_overshoot_under_load_is_within_one_call(redis_proc: ManagedRedis
 def test_rate_limit_never_overdrawn_under_load(redis_proc: ManagedRedis, record_number: Any) -> None:
     """Racing callers stop at the token bucket: it holds exactly capacity − settled tokens, never below zero."""
     prefix = f"load:{uuid.uuid4().hex}"
-    capacity = 400_000 if soak_enabled() else 40_000
+    capacity = 400_000 if soak_enabled() else 20_000
     threads = threads_per_process()
     began = time.monotonic()
     total, took = run(redis_proc.url, prefix, "1000000", tokens_per_day=capacity, threads=threads)
