@@ -385,8 +385,7 @@ def test_bad_usage_from_a_provider_is_flagged_not_priced(kind: str, instrumented
 
 @pytest.mark.reliability(
     "unknown provider and unknown model names, and models with no per-token price",
-    "UnknownPriceError naming the model (never a zero price); through the SDK: llmcost.price.known=false, "
-    "counted in llmcost.price.unknown",
+    "UnknownPriceError naming the model, never a zero price",
 )
 @pytest.mark.parametrize("model,provider", [("no-such-model-xyz", "openai"), ("gpt-4o", "no-such-provider"),
                                             ("", None), ("models/", "gcp.gemini")])
@@ -395,3 +394,23 @@ def test_unknown_models_and_providers_are_unknown_not_free(model: str, provider:
     with pytest.raises(UnknownPriceError) as caught:
         PriceCatalog().cost(Usage(10, 10), model, provider)
     assert repr(model) in str(caught.value) or "model" in str(caught.value)
+
+
+@pytest.mark.reliability(
+    "a call to a model nobody has a price for, through the real SDK with budgets on",
+    "the call succeeds; span llmcost.price.known=false and no gen_ai.usage.cost; counted once in "
+    "llmcost.price.unknown, nothing added to llmcost.cost, the budget not charged",
+)
+def test_unknown_model_call_is_flagged_not_free(instrumented: Telemetry, llm_server: LoopbackLLMServer,
+                                                span_exporter: Any, metric_reader: Any, meter_provider: Any) -> None:
+    """A self-hosted or new model with no price: the call is marked and counted as unpriced, never as $0."""
+    engine = BudgetEngine([Budget("b", Decimal("10"))], "memory://", sinks=[])
+    enable_budgets(engine=engine, telemetry=instrumented, meter_provider=meter_provider, otel_alerts=False)
+    with openai.OpenAI(base_url=llm_server.openai_base_url, api_key="k", max_retries=0) as client:
+        client.chat.completions.create(model="acme-private-llm-7b", messages=[{"role": "user", "content": "hi"}])
+    (span,) = llmcost_spans(span_exporter)
+    assert span.attributes["llmcost.price.known"] is False and "gen_ai.usage.cost" not in span.attributes
+    assert span.attributes["gen_ai.usage.input_tokens"] > 0
+    assert sum(p.value for p in metric_points(metric_reader, "llmcost.price.unknown")) == 1
+    assert metric_points(metric_reader, "llmcost.cost") == []
+    assert engine.state()[0].spend == 0
