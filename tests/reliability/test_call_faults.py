@@ -31,6 +31,9 @@ MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "g
 TIERS = {"free": Tier("free", requests_per_minute=100_000, tokens_per_day=10_000_000)}
 DAY = 10_000_000
 RETRIES = 3
+#: The clients' timeout: long enough for a loaded CI machine, short enough to keep the stall tests quick.
+TIMEOUT = 1.0
+STALL = 2.0  # a scripted stall: longer than TIMEOUT
 
 
 @dataclass
@@ -80,11 +83,11 @@ def rig(instrumented: Telemetry, llm_server: LoopbackLLMServer, span_exporter: I
     url = llm_server
     retry = gtypes.HttpRetryOptions(attempts=RETRIES + 1, initial_delay=0.01, max_delay=0.02, jitter=0)
     clients = {
-        "openai": openai.OpenAI(base_url=url.openai_base_url, api_key="k", max_retries=RETRIES, timeout=0.5),
+        "openai": openai.OpenAI(base_url=url.openai_base_url, api_key="k", max_retries=RETRIES, timeout=TIMEOUT),
         "anthropic": anthropic.Anthropic(base_url=url.anthropic_base_url, api_key="k", max_retries=RETRIES,
-                                         timeout=0.5, open_telemetry=False),
+                                         timeout=TIMEOUT, open_telemetry=False),
         "google": genai.Client(api_key="k", http_options=gtypes.HttpOptions(
-            base_url=url.google_base_url, timeout=500, retry_options=retry)),
+            base_url=url.google_base_url, timeout=int(TIMEOUT * 1000), retry_options=retry)),
     }
     yield Rig(llm_server, engine, limiter, span_exporter, metric_reader, clients)
     clients["openai"].close()
@@ -165,7 +168,7 @@ def test_5xx_storm_exhausting_retries_costs_nothing_and_releases_holds(rig: Rig,
 )
 def test_client_timeout_then_retry_is_priced_once(rig: Rig, provider: str) -> None:
     """A stalled first attempt times out at the client, the retry succeeds: one priced call, not two."""
-    rig.server.script(Reply(provider=provider, delay=1.5))
+    rig.server.script(Reply(provider=provider, delay=STALL))
     rig.call(provider, stream=False)
     assert requests_to(rig.server, provider) >= 2
     assert check_priced_once(rig, 1) > 0
@@ -204,7 +207,7 @@ def test_mixed_storm_totals_agree(rig: Rig, record_number: Any) -> None:
         lambda p: rig.server.script(Reply(provider=p, status=503, times=RETRIES + 1)),
         lambda p: rig.server.script(Reply(provider=p, cut_after_chunks=2)),
         lambda p: None,
-        lambda p: rig.server.script(Reply(provider=p, delay=1.5)),
+        lambda p: rig.server.script(Reply(provider=p, delay=STALL)),
     ]
     calls = 0
     for i in range(30):
