@@ -11,7 +11,7 @@ a key has (capped at the new capacity) while a newly enforced limit starts full.
 refills from below zero and the key's next call waits until there is room again.
 
 This module holds the reference arithmetic in Python, used by the memory storage; the Redis storage
-runs the same steps in Lua (``storage/lua/*.lua``). State is a list ``[t, level0, level1, level2,
+runs the same steps in Lua (``storage/lua/bucket.lua``). State is a list ``[t, level0, level1, level2,
 plan]``: the time of the last update (seconds, the storage's clock), the three levels as they were
 then, and the plan they were kept under (a key whose tier changed is rebased on its next call).
 """
@@ -49,9 +49,9 @@ class BucketPlan:
     #: the most tokens one call may ask for: the smaller token capacity (the largest float when
     #: none, so that an infinite estimate still fails the limiter's range check)
     max_tokens: float = field(repr=False)
-    #: the tier's limits as Lua script arguments: their signature, then capacity and period per
-    #: slot (capacity -1: no limit)
-    lua_args: tuple[str, ...] = field(repr=False)
+    #: the tier's limits for the Lua script: capacity and period per slot joined by spaces
+    #: (capacity -1: no limit); a key's state in Redis is kept under it
+    signature: str = field(repr=False)
 
     @classmethod
     def from_tier(cls, tier: Tier) -> BucketPlan:
@@ -59,10 +59,9 @@ class BucketPlan:
             float(value) if (value := getattr(tier, name)) is not None else INF for name in LIMIT_NAMES
         )
         rates = tuple(0.0 if cap == INF else cap / period for cap, period in zip(caps, PERIODS, strict=True))
-        lua_args: list[str] = []
+        words: list[str] = []
         for cap, period in zip(caps, PERIODS, strict=True):
-            lua_args += ["-1", "0"] if cap == INF else [repr(cap), repr(period)]
-        lua_args.insert(0, " ".join(lua_args))  # the signature a key's state is kept under
+            words += ["-1", "0"] if cap == INF else [repr(cap), repr(period)]
         c0, c1, c2 = caps
         r0, r1, r2 = rates
         return cls(
@@ -71,7 +70,7 @@ class BucketPlan:
             rates=(r0, r1, r2),
             vector=(c0, c1, c2, r0, r1, r2),
             max_tokens=min(c1, c2, sys.float_info.max),
-            lua_args=tuple(lua_args),
+            signature=" ".join(words),
         )
 
 

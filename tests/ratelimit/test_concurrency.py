@@ -105,14 +105,14 @@ def test_processes_never_overdraw_on_redis(redis_server: RedisServer, workers: i
     assert sum(1 for g in granted if g > 0) >= 2, f"no race happened: {granted}"
 
 
-@pytest.mark.parametrize("pipeline", [True, False])
-async def test_asyncio_tasks_never_overdraw_with_or_without_pipelining(
-    redis_server: RedisServer, pipeline: bool
+@pytest.mark.parametrize("batch", [True, False])
+async def test_asyncio_tasks_never_overdraw_with_or_without_batching(
+    redis_server: RedisServer, batch: bool
 ) -> None:
-    """On Redis, 200 tasks get exactly the capacity whether their calls share pipelines or not."""
+    """On Redis, 200 tasks get exactly the capacity whether their calls share script calls or not."""
     from otel_llmcost.ratelimit import RateLimiter
 
-    options = {"key_prefix": f"test:{uuid.uuid4().hex}", "pipeline": pipeline}
+    options = {"key_prefix": f"test:{uuid.uuid4().hex}", "batch": batch}
     limiter = RateLimiter(TIERS, redis_server.url, on_storage_error="closed", storage_options=options)
 
     async def task() -> bool:

@@ -1,20 +1,26 @@
 """`redis://host:6379/0`: buckets in Redis, shared by every process and host that uses it.
 
-Every decision is one call of one Lua script (``lua/bucket.lua``, package data beside this module):
-all the buckets of a key live in one Redis string (packed doubles and the signature of the tier's
-limits) and are checked and debited together, or not at all, however many clients race. The
-script reads the server's ``TIME``, never the client's clock, so replicas whose clocks disagree
-still agree on every bucket (the limiter's `clock` is not used here). A key's state expires by
-itself once all its buckets would be full again. Async calls made in the same event-loop iteration
-share one pipeline (one round trip); each script in it is still atomic on its own.
+Decisions are made by one Lua script (``lua/bucket.lua``, package data beside this module): all the
+buckets of a key live in one Redis string (packed doubles and the signature of the tier's limits) and
+are checked and debited together, or not at all, however many clients race. The script reads the
+server's ``TIME``, never the client's clock, so replicas whose clocks disagree still agree on every
+bucket (the limiter's `clock` is not used here). A key's state expires by itself once all its buckets
+would be full again.
+
+One script call decides a batch: with `batch` (default), the calls that the threads of a process, or
+the tasks of an event loop, make while a round trip is under way share the next script call (see
+`batching`); a lone caller sends at once. Redis runs a script atomically, so each decision in a batch
+is as atomic as when sent alone. The keys of a batch must live on one server: a Redis Cluster is not
+supported (neither by this storage nor by the client it builds).
 
 A call retried after a broken connection (`retries`) may run twice if the first reply was lost:
-the key is then charged twice, which errs on the side of refusing, never of letting more through.
+the keys are then charged twice, which errs on the side of refusing, never of letting more through.
 
 Schemes: ``redis://``, ``rediss://`` (TLS), ``unix://``, as `redis.Redis.from_url` reads them.
-Needs the ``redis`` client (``pip install 'otel-llmcost[redis]'``), imported when a storage is made;
-async methods use ``redis.asyncio`` with one client per event loop. Every failure of the server or
-the connection is raised as `RateLimitStorageError`; the client reconnects by itself on the next call.
+Needs the ``redis`` client (``pip install 'otel-llmcost[redis]'``, which brings the ``hiredis`` reply
+parser too), imported when a storage is made; async methods use ``redis.asyncio`` with one client per
+event loop. Every failure of the server or the connection is raised as `RateLimitStorageError`; the
+client reconnects by itself on the next call.
 """
 
 from __future__ import annotations
@@ -28,8 +34,12 @@ from typing import Any
 from ..bucket import BucketPlan, Rejection
 from ..errors import RateLimitStorageError
 from .base import redact
+from .batching import AsyncBatcher, BatchInterrupted, Call, Combiner
 
 SCRIPT_NAME = "bucket.lua"
+
+# The script's op letters.
+TAKE, SETTLE, PEEK = "t", "s", "p"
 
 
 def load_script() -> str:
@@ -52,8 +62,16 @@ def _import_redis(uri: str) -> Any:
     return redis
 
 
-def _levels(reply: list[Any]) -> tuple[float, float, float]:
-    return (float(reply[0]), float(reply[1]), float(reply[2]))
+def _rejection(reply: Any) -> Rejection | None:
+    # 0 when taken, else b"<slot> <seconds>"
+    if not reply:
+        return None
+    return (reply[0] - 48, float(reply[2:]))
+
+
+def _levels(reply: bytes) -> tuple[float, float, float]:
+    level0, level1, level2 = reply.split()
+    return (float(level0), float(level1), float(level2))
 
 
 class RedisStorage:
@@ -63,11 +81,11 @@ class RedisStorage:
     `socket_connect_timeout` (seconds) bound how long a dead server can hold a call; `retries` is how
     many times a command is retried at once on a broken connection (1 covers a server restart).
     Up to `max_connections` connections per client (one sync, one per event loop); more concurrent
-    callers wait up to `pool_timeout` seconds for one. With `pipeline` (default), the async calls that
-    the tasks of one event loop make in the same loop iteration go to Redis as one pipeline: one round
-    trip for many scripts, each still atomic on its own (sync calls always make one round trip each).
-    Other keyword options go to the connections (`redis.BlockingConnectionPool.from_url`, and its
-    asyncio twin).
+    callers wait up to `pool_timeout` seconds for one. With `batch` (default), calls made at the same
+    time by the threads of this storage, or by the tasks of one event loop, share script calls of up
+    to `batch_size` decisions each (a larger batch goes as several script calls in one pipeline, so
+    that no script keeps Redis from other clients for long). Other keyword options go to the
+    connections (`redis.BlockingConnectionPool.from_url`, and its asyncio twin).
     """
 
     def __init__(
@@ -81,10 +99,13 @@ class RedisStorage:
         retries: int = 1,
         max_connections: int = 50,
         pool_timeout: float = 5.0,
-        pipeline: bool = True,
+        batch: bool = True,
+        batch_size: int = 100,
         **options: Any,
     ) -> None:
         del clock  # time comes from the server's TIME, by design
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         redis = _import_redis(uri)
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -108,37 +129,103 @@ class RedisStorage:
             uri, retry=Retry(NoBackoff(), retries), **self._pool, **self._options
         )
         self._client = redis.Redis.from_pool(pool)
-        self._evalsha = self._client.evalsha
-        self._pipeline = pipeline
-        self._async: tuple[asyncio.AbstractEventLoop, Any, _Batcher] | None = None
+        self._batch = batch
+        self._batch_size = batch_size
+        self._combiner = Combiner(self._send, self._fail_from)
+        self._decide: Callable[[str, str, float, BucketPlan], Any] = (
+            self._combiner.call if batch else self._decide_alone
+        )
+        self._async: tuple[asyncio.AbstractEventLoop, Any, AsyncBatcher] | None = None
+
+    @property
+    def batch_stats(self) -> tuple[int, int]:
+        """(script batches sent, decisions they carried) by the batching paths so far."""
+        batches, calls = self._combiner.batches, self._combiner.calls
+        if self._async is not None:
+            batches += self._async[2].batches
+            calls += self._async[2].calls
+        return batches, calls
 
     def _fail(self, exc: BaseException) -> RateLimitStorageError:
         return RateLimitStorageError(
             f"rate-limit storage {self._safe_uri} failed: {type(exc).__name__}: {exc}", uri=self._safe_uri
         )
 
+    def _fail_from(self, exc: BaseException) -> BaseException:
+        """What each caller raises when its batch failed with `exc` (anything but a storage failure
+        is a bug, raised as it is)."""
+        if isinstance(exc, (*self._errors, BatchInterrupted)):
+            return self._fail(exc)
+        return exc
+
+    # -- the script's arguments and calls --
+    def _script_args(self, calls: list[Call]) -> list[Any]:
+        """numkeys, keys, then the plans' signatures once each, then an op code and amount per call."""
+        prefix = self._prefix
+        index: dict[str, str] = {}
+        keys: list[Any] = [len(calls)]
+        pairs: list[Any] = []
+        for call in calls:
+            signature = call.plan.signature
+            number = index.get(signature)
+            if number is None:
+                number = index[signature] = str(len(index) + 1)
+            keys.append(prefix + call.key)
+            pairs.append(call.op + number)
+            pairs.append(call.amount)
+        keys.append(len(index))
+        keys.extend(index)
+        keys.extend(pairs)
+        return keys
+
+    def _chunks(self, calls: list[Call]) -> list[list[Any]]:
+        size = self._batch_size
+        return [self._script_args(calls[i : i + size]) for i in range(0, len(calls), size)]
+
+    def _send(self, calls: list[Call]) -> list[Any]:
+        """Decide `calls` in one script call, or in one pipeline of script calls beyond `batch_size`."""
+        if len(calls) <= self._batch_size:
+            args = self._script_args(calls)
+            try:
+                replies: list[Any] = self._client.evalsha(self._sha, *args)
+            except self._no_script:  # first use, restart or SCRIPT FLUSH: the script did not run
+                self._client.script_load(self._source)
+                replies = self._client.evalsha(self._sha, *args)
+            return replies
+        chunks = self._chunks(calls)
+        results = self._pipeline(chunks)
+        unknown = [i for i, result in enumerate(results) if isinstance(result, self._no_script)]
+        if unknown:
+            self._client.script_load(self._source)
+            for i, result in zip(unknown, self._pipeline([chunks[i] for i in unknown]), strict=True):
+                results[i] = result
+        return _joined(results)
+
+    def _pipeline(self, chunks: list[list[Any]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for args in chunks:
+            pipe.evalsha(self._sha, *args)
+        results: list[Any] = pipe.execute(raise_on_error=False)
+        return results
+
+    def _decide_alone(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
+        return self._send([Call(op, key, amount, plan)])[0]
+
     # -- sync --
     def _call(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
-        # EVALSHA directly (no Script object on the hot path); load the script once if the server
-        # does not know it (first use, restart, SCRIPT FLUSH).
         try:
-            try:
-                return self._evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
-            except self._no_script:
-                self._client.script_load(self._source)
-                return self._evalsha(self._sha, 1, self._prefix + key, op, amount, *plan.lua_args)
-        except self._errors as exc:
+            return self._decide(op, key, amount, plan)
+        except self._errors as exc:  # (the batch path has raised RateLimitStorageError already)
             raise self._fail(exc) from exc
 
     def acquire(self, key: str, plan: BucketPlan, tokens: float) -> Rejection | None:
-        reply = self._call("take", key, tokens, plan)
-        return (int(reply[0]), float(reply[1])) if reply else None
+        return _rejection(self._call(TAKE, key, tokens, plan))
 
     def settle(self, key: str, plan: BucketPlan, delta_tokens: float) -> None:
-        self._call("settle", key, delta_tokens, plan)
+        self._call(SETTLE, key, delta_tokens, plan)
 
     def peek(self, key: str, plan: BucketPlan) -> tuple[float, float, float]:
-        return _levels(self._call("peek", key, 0, plan))
+        return _levels(self._call(PEEK, key, 0, plan))
 
     def reset(self, key: str) -> None:
         try:
@@ -157,7 +244,7 @@ class RedisStorage:
         self._client.close()
 
     # -- asyncio --
-    def _async_client(self) -> tuple[Any, _Batcher]:
+    def _async_client(self) -> tuple[Any, AsyncBatcher]:
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:
             import redis.asyncio as aredis
@@ -168,32 +255,57 @@ class RedisStorage:
                 self.uri, retry=Retry(NoBackoff(), self._retries), **self._pool, **self._options
             )
             client = aredis.Redis.from_pool(pool)
-            self._async = (loop, client, _Batcher(loop, client, self._sha, self._source, self._no_script))
+
+            async def send(calls: list[Call]) -> list[Any]:
+                return await self._asend(client, calls)
+
+            self._async = (loop, client, AsyncBatcher(loop, send, self._fail_from))
         return self._async[1], self._async[2]
+
+    async def _asend(self, client: Any, calls: list[Call]) -> list[Any]:
+        """`_send` for asyncio, on `client`."""
+        if len(calls) <= self._batch_size:
+            args = self._script_args(calls)
+            try:
+                replies: list[Any] = await client.evalsha(self._sha, *args)
+            except self._no_script:
+                await client.script_load(self._source)
+                replies = await client.evalsha(self._sha, *args)
+            return replies
+        chunks = self._chunks(calls)
+        results = await self._apipeline(client, chunks)
+        unknown = [i for i, result in enumerate(results) if isinstance(result, self._no_script)]
+        if unknown:
+            await client.script_load(self._source)
+            again = await self._apipeline(client, [chunks[i] for i in unknown])
+            for i, result in zip(unknown, again, strict=True):
+                results[i] = result
+        return _joined(results)
+
+    async def _apipeline(self, client: Any, chunks: list[list[Any]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for args in chunks:
+            pipe.evalsha(self._sha, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def _acall(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
         client, batcher = self._async_client()
-        args = (self._prefix + key, op, amount, *plan.lua_args)
         try:
-            if self._pipeline:
-                return await batcher.submit(args)
-            try:
-                return await client.evalsha(self._sha, 1, *args)
-            except self._no_script:
-                await client.script_load(self._source)
-                return await client.evalsha(self._sha, 1, *args)
+            if self._batch:
+                return await batcher.submit(op, key, amount, plan)
+            return (await self._asend(client, [Call(op, key, amount, plan)]))[0]
         except self._errors as exc:
             raise self._fail(exc) from exc
 
     async def aacquire(self, key: str, plan: BucketPlan, tokens: float) -> Rejection | None:
-        reply = await self._acall("take", key, tokens, plan)
-        return (int(reply[0]), float(reply[1])) if reply else None
+        return _rejection(await self._acall(TAKE, key, tokens, plan))
 
     async def asettle(self, key: str, plan: BucketPlan, delta_tokens: float) -> None:
-        await self._acall("settle", key, delta_tokens, plan)
+        await self._acall(SETTLE, key, delta_tokens, plan)
 
     async def apeek(self, key: str, plan: BucketPlan) -> tuple[float, float, float]:
-        return _levels(await self._acall("peek", key, 0, plan))
+        return _levels(await self._acall(PEEK, key, 0, plan))
 
     async def areset(self, key: str) -> None:
         client, _ = self._async_client()
@@ -210,66 +322,12 @@ class RedisStorage:
         self.close()
 
 
-class _Batcher:
-    """Sends the script calls that the tasks of one event loop make in one loop iteration as one
-    pipeline (no transaction: each script is atomic on its own, as when sent alone)."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, client: Any, sha: str, source: str, no_script: type
-    ) -> None:
-        self._loop = loop
-        self._client = client
-        self._sha = sha
-        self._source = source
-        self._no_script = no_script
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
-
-    def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._pending.append((args, future))
-        if len(self._pending) == 1:
-            # after the tasks that are ready now have had their turn (and added their calls)
-            self._loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = self._loop.create_task(self._send(batch))
-        self._sending.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            replies = await self._execute([args for args, _ in batch])
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # the connection failed: every call of the batch failed with it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller was cancelled meanwhile
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-    async def _execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for args in calls:
-            pipe.evalsha(self._sha, 1, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, self._no_script)]
-        if unknown:  # first use, restart or SCRIPT FLUSH: load the script, send those calls again
-            await self._client.script_load(self._source)
-            pipe = self._client.pipeline(transaction=False)
-            for i in unknown:
-                pipe.evalsha(self._sha, 1, *calls[i])
-            for i, reply in zip(unknown, await pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        return replies
+def _joined(results: list[Any]) -> list[Any]:
+    """The replies of a pipeline of script calls as one list; a failed script call fails them all
+    (which of its decisions were applied is unknown, so its callers are told the storage failed)."""
+    joined: list[Any] = []
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+        joined.extend(result)
+    return joined
