@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
-from . import bucket
+from . import bucket, fastpath
 from .bucket import BucketPlan, Rejection
 from .errors import RateLimitExceeded, RateLimitStorageError
-from .storage import RateLimitStorage, storage_from_uri
+from .storage import MemoryStorage, RateLimitStorage, storage_from_uri
 from .storage.base import redact
 from .tiers import LIMIT_NAMES, Tier, TiersConfig, load_tiers
 
@@ -108,6 +108,9 @@ class RateLimiter:
         self._retry_at = 0.0
         self._outage_lock = threading.Lock()
         self._acquire = self.storage.acquire
+        if type(self.storage) is MemoryStorage:  # the decision in one frame (see `fastpath`)
+            self.acquire = fastpath.memory_acquire(self, self.storage, Permit)  # type: ignore[method-assign]
+            self.aacquire = fastpath.memory_aacquire(self.acquire)  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return (

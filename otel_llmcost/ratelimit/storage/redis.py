@@ -160,23 +160,23 @@ class RedisStorage:
 
     # -- the script's arguments and calls --
     def _script_args(self, calls: list[Call]) -> list[Any]:
-        """numkeys, keys, then the plans' signatures once each, then an op code and amount per call."""
+        """numkeys and the keys, then the plans' signatures once each, then every call's op code and
+        amount in one string (the client's cost is per argument; the script splits the string)."""
         prefix = self._prefix
-        index: dict[str, str] = {}
-        keys: list[Any] = [len(calls)]
-        pairs: list[Any] = []
+        index: dict[str, int] = {}
+        args: list[Any] = [len(calls)]
+        pairs: list[str] = []
         for call in calls:
             signature = call.plan.signature
             number = index.get(signature)
             if number is None:
-                number = index[signature] = str(len(index) + 1)
-            keys.append(prefix + call.key)
-            pairs.append(call.op + number)
-            pairs.append(call.amount)
-        keys.append(len(index))
-        keys.extend(index)
-        keys.extend(pairs)
-        return keys
+                number = index[signature] = len(index) + 1
+            args.append(prefix + call.key)
+            pairs.append(f"{call.op}{number} {float(call.amount)!r}")  # (float: no numpy repr)
+        args.append(len(index))
+        args.extend(index)
+        args.append(" ".join(pairs))
+        return args
 
     def _chunks(self, calls: list[Call]) -> list[list[Any]]:
         size = self._batch_size

@@ -11,9 +11,11 @@
 -- ARGV[1]            P, how many plans (tiers) the batch uses
 -- ARGV[2..P+1]       each plan's signature: capacity and period of requests/minute, tokens/minute,
 --                    tokens/day joined by spaces (capacity -1: no such limit); sent once per batch
--- ARGV[P+2+2(i-1)]   the i-th call: op letter ('t' take, 's' settle, 'p' peek) then the plan's
---                    index (1-based), e.g. 't1'
--- ARGV[P+3+2(i-1)]   take: estimated tokens; settle: tokens to charge (negative: refund); peek: 0
+-- ARGV[P+2]          the calls, in KEYS order, as one string of space-separated pairs (one
+--                    argument instead of two per call: a client pays per argument): the op letter
+--                    ('t' take, 's' settle, 'p' peek) and the plan's index (1-based), then the
+--                    amount (take: estimated tokens; settle: tokens to charge, negative: refund;
+--                    peek: 0), e.g. 't1 100 s1 -20.5'
 --
 -- Reply: one entry per call, in order:
 --   take   -> 0 when 1 request and the tokens were taken from every bucket; else the string
@@ -58,11 +60,12 @@ local known = {} -- signatures of stored states seen in this batch (keys kept un
 local clock = redis.call('TIME')
 local server_now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local replies = {}
+local i = 0
 
-for i = 1, #KEYS do
+for code, number in string.gmatch(ARGV[nplans + 2], '(%S+) (%S+)') do
+  i = i + 1
   local key = KEYS[i]
-  local code = ARGV[nplans + 2 * i]
-  local amount = tonumber(ARGV[nplans + 2 * i + 1])
+  local amount = tonumber(number)
   local op = sub(code, 1, 1)
   local plan = plans[tonumber(sub(code, 2))]
   local c0, c1, c2, r0, r1, r2, signature = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7]
@@ -134,7 +137,7 @@ for i = 1, #KEYS do
     replies[i] = format('%.17g %.17g %.17g', l0, l1, l2)
     write = false
   else
-    return redis.error_reply('bucket.lua: unknown op ' .. tostring(code))
+    return redis.error_reply('bucket.lua: unknown op ' .. tostring(code)) -- (never sent by our client)
   end
 
   if write then

@@ -1,0 +1,102 @@
+"""`RateLimiter.acquire` for ``memory://`` in one Python frame.
+
+A decision in memory costs about as much as a handful of Python calls, so every hop between the
+limiter and the storage is a sizeable share of it (measured here: the limiter's method calling the
+storage's method took ~25% more CPU than the same work in one frame). A limiter whose storage is
+exactly a `MemoryStorage` therefore uses the closure made here as its `acquire`: it checks the
+arguments as `RateLimiter.acquire` does, reads the storage's clock, takes the storage's lock and runs
+`bucket.take` written out in place; refusals and bad arguments go to the limiter's own slow paths, so
+messages, hooks and errors are the same. The memory storage never fails, so there is no outage
+policy to apply. `tests/ratelimit/test_reference.py` checks that it decides as `bucket.take`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import bucket
+
+if TYPE_CHECKING:
+    from .limiter import Permit, RateLimiter
+    from .storage.memory import MemoryStorage
+
+
+class Acquire(Protocol):
+    def __call__(self, key: str, tier: str, estimated_tokens: float = 0) -> Permit: ...
+
+
+class AsyncAcquire(Protocol):
+    def __call__(self, key: str, tier: str, estimated_tokens: float = 0) -> Coroutine[Any, Any, Permit]: ...
+
+
+def memory_acquire(limiter: RateLimiter, storage: MemoryStorage, permit_type: type) -> Acquire:
+    """`limiter.acquire` on `storage`, written out in one frame (see the module doc)."""
+    plans = limiter._plans
+    unknown_tier = limiter._unknown_tier
+    bad_estimate = limiter._bad_estimate
+    reject = limiter._reject
+    states = storage._states
+    lock = storage._lock
+    clock = storage._clock
+    add = storage._add
+    rebase = bucket.rebase
+    rejection = bucket.rejection
+    tolerance = bucket.TOLERANCE
+    one = 1.0 - tolerance
+    new_permit: Any = tuple.__new__  # a NamedTuple's own constructor runs Python code; this is C
+
+    def acquire(key: str, tier: str, estimated_tokens: float = 0) -> Permit:
+        try:
+            plan = plans[tier]
+            in_range = 0 <= estimated_tokens <= plan.max_tokens
+        except KeyError:
+            raise unknown_tier(tier) from None
+        except TypeError:  # not a number at all: `_bad_estimate` says so
+            in_range = False
+        if not in_range:
+            raise bad_estimate(key, plan, estimated_tokens)
+        now = clock()
+        with lock:
+            state = states.get(key)
+            if state is None:
+                state = add(key, plan, now)
+            elif state[4] is not plan:
+                rebase(state, plan, now)
+            c0, c1, c2, r0, r1, r2 = plan.vector
+            elapsed = now - state[0]
+            if elapsed < 0.0:  # a clock that went back refills nothing, and t never moves back
+                elapsed = 0.0
+                now = state[0]
+            level0 = state[1] + elapsed * r0
+            if level0 > c0:
+                level0 = c0
+            level1 = state[2] + elapsed * r1
+            if level1 > c1:
+                level1 = c1
+            level2 = state[3] + elapsed * r2
+            if level2 > c2:
+                level2 = c2
+            need = estimated_tokens - tolerance
+            if level0 >= one and level1 >= need and level2 >= need:
+                state[0] = now
+                state[1] = level0 - 1.0
+                state[2] = level1 - estimated_tokens
+                state[3] = level2 - estimated_tokens
+                return new_permit(permit_type, (key, tier, estimated_tokens, True))
+            refused = rejection((level0, level1, level2), plan, estimated_tokens)
+        raise reject(key, plan, estimated_tokens, refused)
+
+    acquire.__doc__ = type(limiter).acquire.__doc__
+    acquire.__qualname__ = "RateLimiter.acquire"
+    return acquire
+
+
+def memory_aacquire(acquire: Acquire) -> AsyncAcquire:
+    """`limiter.aacquire` on a memory storage: the same decision (memory never blocks)."""
+
+    async def aacquire(key: str, tier: str, estimated_tokens: float = 0) -> Permit:
+        return acquire(key, tier, estimated_tokens)
+
+    aacquire.__qualname__ = "RateLimiter.aacquire"
+    return aacquire
