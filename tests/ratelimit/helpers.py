@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 from otel_llmcost.testing import processes
@@ -33,8 +35,14 @@ class FakeClock:
 class RedisServer(processes.RedisServer):
     """A redis-server of our own on a loopback port, without persistence.
 
-    `stop()` kills it (SIGKILL, like a crash); `start()` brings it back on the same port, empty.
+    `stop()` kills it (SIGKILL, like a crash); `start()` brings it back on the same port, empty;
+    `freeze()` stops it answering.
     """
 
     def stop(self, timeout: float = 10.0) -> None:
         self.kill()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing (`stop` still kills it)."""
+        assert self.process is not None, "redis-server is not running"
+        os.kill(self.process.pid, signal.SIGSTOP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from otel_llmcost.ratelimit import RateLimiter, RateLimitExceeded, Tier
@@ -28,3 +29,39 @@ def hammer(url: str, prefix: str, key: str, attempts: int, ready: Any, start: An
         granted += 1
     limiter.close()
     results.put(granted)
+
+
+def hammer_threads(
+    url: str, prefix: str, keys: list[str], threads: int, attempts: int, ready: Any, start: Any, results: Any
+) -> None:
+    """`threads` threads sharing one limiter (so their calls are batched) try `attempts` acquires each,
+    round-robin over `keys`, once every worker is ready; report grants per key and the batch counts."""
+    limiter = RateLimiter(TIERS, url, on_storage_error="closed", storage_options={"key_prefix": prefix})
+    limiter.remaining(keys[0], "race")  # connect and load the script before the race starts
+    granted = dict.fromkeys(keys, 0)
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(offset: int) -> None:
+        barrier.wait()
+        for i in range(attempts):
+            key = keys[(offset + i) % len(keys)]
+            try:
+                limiter.acquire(key, "race", TOKENS_PER_CALL)
+            except RateLimitExceeded:
+                continue
+            with lock:
+                granted[key] += 1
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.put(None)
+    start.wait()
+    before = limiter.storage.batch_stats  # type: ignore[attr-defined]
+    barrier.wait()
+    for thread in pool:
+        thread.join()
+    batches, calls = (now - then for now, then in zip(limiter.storage.batch_stats, before, strict=True))  # type: ignore[attr-defined]
+    limiter.close()
+    results.put((granted, batches, calls))
