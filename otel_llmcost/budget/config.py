@@ -206,10 +206,15 @@ def _duration(value: object, at: _At) -> timedelta:
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         if value <= 0:
             raise at.error(f"{value} is not a positive number of seconds")
-        return timedelta(seconds=float(value))
+        try:
+            return timedelta(seconds=float(value))
+        except OverflowError:
+            raise at.error(f"{value} seconds is longer than any duration we can use") from None
     if isinstance(value, str):
         try:
             result = parse_duration(value)
+        except OverflowError:
+            raise at.error(f"{value!r} is longer than any duration we can use") from None
         except ValueError as exc:
             raise at.error(str(exc)) from None
         if result.total_seconds() <= 0:

@@ -133,6 +133,10 @@ class CalendarWindow:
         return f"{self.unit} ({self.timezone})"
 
 
+MAX_ROLLING_SECONDS = 3660 * 86400
+"""Ten years: the longest rolling window a budget may have."""
+
+
 @dataclass(frozen=True)
 class RollingWindow:
     """The last `length` of spend, kept in `buckets` slices (default: up to 24, dividing the length).
@@ -148,6 +152,10 @@ class RollingWindow:
         seconds = self.length.total_seconds()
         if seconds < 1 or seconds != int(seconds):
             raise ConfigError(f"{self.length} is not a whole number of seconds ≥ 1", field="window.rolling")
+        if seconds > MAX_ROLLING_SECONDS:
+            # Longer windows reach back before year 1 (dates fail at run time): refuse them here.
+            raise ConfigError(f"{self.length} is longer than the longest rolling window, "
+                              f"{MAX_ROLLING_SECONDS // 86400} days", field="window.rolling")
         total = int(seconds)
         if self.buckets is None:
             count = max(n for n in range(1, DEFAULT_ROLLING_BUCKETS + 1) if total % n == 0)

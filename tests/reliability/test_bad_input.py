@@ -193,6 +193,30 @@ def test_budget_and_routing_config_loaders_accept_or_refuse_clearly(doc: dict[st
             assert str(path) in str(exc)
 
 
+HUGE_DURATIONS = {
+    "reservation_ttl of 86400000000000 s": "reservation_ttl: 86400000000000.0\nbudgets: [{name: a, amount: 1}]\n",
+    "reservation_ttl of 99999999999999d": "reservation_ttl: 99999999999999d\nbudgets: [{name: a, amount: 1}]\n",
+    "rolling window of 1000000d": "budgets: [{name: a, amount: 1, window: {rolling: 1000000d}}]\n",
+    "rolling window of 1e15 s": "budgets: [{name: a, amount: 1, window: {rolling: 1000000000000000}}]\n",
+}
+
+
+@pytest.mark.reliability(
+    "durations beyond what dates can hold (found by the soak run): a TTL of 10**14 s, a rolling window of "
+    "a million days",
+    "ConfigError naming the field at load time, not an OverflowError, nor a budget whose every cost event "
+    "fails later",
+)
+@pytest.mark.parametrize("case", list(HUGE_DURATIONS))
+def test_huge_durations_are_refused_at_load(case: str, tmp_path: Path) -> None:
+    """Durations too long for datetime arithmetic are config errors, caught when the file is read."""
+    path = tmp_path / "llmcost.yaml"
+    path.write_text(HUGE_DURATIONS[case], encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_budget_config(path)
+    assert "reservation_ttl" in str(caught.value) or "rolling" in str(caught.value)
+
+
 @pytest.mark.reliability(
     "rate-limit tier mappings of any structure (hypothesis)",
     "tiers or ValueError naming the tier; no other exception",
