@@ -67,7 +67,7 @@ LLMCOST_FEATURE: Final = "llmcost.feature"
 LLMCOST_ROUTE_KIND: Final = "llmcost.route.kind"
 LLMCOST_CACHE_SEMANTIC_REFUSED: Final = "llmcost.cache.semantic.refused"
 LLMCOST_ROUTE_COMPLEXITY: Final = "llmcost.route.complexity"
-# Prompt fingerprints for the savings advisor (keyed hashes, never text; see reports/fingerprint.py).
+# Prompt fingerprints for the savings advisor (keyed hashes, never text; see fingerprint.py).
 LLMCOST_PROMPT_PREFIX_HASHES: Final = "llmcost.prompt.prefix_hashes"
 LLMCOST_PROMPT_PREFIX_TOKENS: Final = "llmcost.prompt.prefix_tokens"
 LLMCOST_QUERY_HASH: Final = "llmcost.query.hash"

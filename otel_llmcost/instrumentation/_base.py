@@ -18,8 +18,8 @@ from ..environment_variables import (
     OTEL_LLMCOST_METRICS_INCLUDE_USER,
     env_bool,
 )
+from ..fingerprint import OTEL_LLMCOST_FINGERPRINTS
 from ..pricing import PriceCatalog, load_catalog
-from ..reports.fingerprint import OTEL_LLMCOST_FINGERPRINTS
 from ..telemetry import Telemetry, current_telemetry, set_current_telemetry
 from ._wrappers import Instrumentation
 

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import wrapt
 
+from .. import fingerprint
 from ..errors import CallRefused
 from ..names import GEN_AI_PROVIDER_NAME, LLMCOST_USAGE_ESTIMATED
 from ..pricing import Usage
-from ..reports import fingerprint
 from ..telemetry import Call, Served, Telemetry
 
 _log = logging.getLogger("otel_llmcost.instrumentation")

@@ -2,7 +2,7 @@
 have saved on the recorded calls, and what that is worth a month.
 
 Every figure is computed call by call from what was recorded (usage, model, prices, the keyed prompt
-hashes and the complexity class of `reports.fingerprint`), so the period saving is an exact sum that a
+hashes and the complexity class of `otel_llmcost.fingerprint`), so the period saving is an exact sum that a
 test can check; the monthly figure scales it by 30.44 / the days observed. Each recommendation carries
 its evidence and the sample it rests on; a recommendation with no data says what to record instead of
 guessing (`confidence == "no data"`, saving None).

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import names
+from ..fingerprint import fingerprint
 from ..pricing import PriceCatalog, Usage
-from .fingerprint import fingerprint
 
 SYSTEM_PROMPT = " ".join(
     f"Policy {i}: answer support questions about orders, returns, shipping and accounts politely, "

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from otel_llmcost import fingerprint
 from otel_llmcost.pricing import PriceCatalog
-from otel_llmcost.reports import fingerprint
 from otel_llmcost.reports.synthetic import SyntheticCall, generate, otlp_json_lines, write_store
 
 START = date(2026, 10, 5)  # a Monday

@@ -15,8 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import otel_llmcost
-from otel_llmcost import names
-from otel_llmcost.reports import fingerprint
+from otel_llmcost import fingerprint, names
 from otel_llmcost.reports.advise import main as advise_main
 from otel_llmcost.reports.synthetic import SYSTEM_PROMPT
 from otel_llmcost.store import LocalStoreSpanExporter

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from .. import names
+from . import names
 
 _log = logging.getLogger(__name__)
 
@@ -222,13 +222,13 @@ _classifier: Any = None
 
 def _complexity(kwargs: Mapping[str, Any]) -> str | None:
     global _classifier
-    from ..routing.router import last_user_text
+    from .routing.router import last_user_text
 
     text = last_user_text(kwargs)
     if not text:
         return None
     if _classifier is None:
-        from ..routing.classifier import HeuristicClassifier
+        from .routing.classifier import HeuristicClassifier
 
         _classifier = HeuristicClassifier()
     return str(_classifier.classify(text[:_COMPLEXITY_TEXT_CAP]))
@@ -238,7 +238,14 @@ def record(span: Any, provider: str, operation: str, model: str, kwargs: Mapping
     """Set the fingerprint attributes on a recording span; never raises into the call."""
     if operation == "embeddings" or not span.is_recording():
         return
+    global _failed_once
     try:
         span.set_attributes(fingerprint(provider, model, kwargs))
     except Exception:
-        _log.debug("otel-llmcost: prompt fingerprint failed; the call goes on without it", exc_info=True)
+        # Once loudly (a bug or an odd request shape worth reporting), then quietly: never per call.
+        level = logging.DEBUG if _failed_once else logging.WARNING
+        _failed_once = True
+        _log.log(level, "otel-llmcost: prompt fingerprint failed; calls go on without it", exc_info=True)
+
+
+_failed_once = False
