@@ -8,11 +8,15 @@ Each test of the suite says what fault it injects and what it checks::
         record_number("added latency p100 (s)", 0.52)
 
 When the run ends and ``OTEL_LLMCOST_RELIABILITY_REPORT`` names a file (``RELIABILITY.md``), the table
-between the ``<!-- reliability:begin -->`` / ``<!-- reliability:end -->`` markers of that file (for a soak
-run: ``reliability-soak:``) is rewritten from the outcomes of this run: the published table is what the suite measured, not what
-someone typed. `covered_by` names tests elsewhere that check the same point; their outcomes join the
-row when they ran in the same session. ``OTEL_LLMCOST_SOAK=1`` turns on the long soak variants
-(marker ``soak``), skipped otherwise so the default suite stays fast.
+between the ``<!-- reliability:begin -->`` / ``<!-- reliability:end -->`` markers of that file (for a
+soak run: ``reliability-soak:``) is rewritten from the outcomes of this run: the published table is what
+the suite measured, not what someone typed. A parametrized test is one row, with each case's numbers.
+`covered_by` names tests elsewhere that check the same point; their outcomes join the row when they ran
+in the same session.
+
+``OTEL_LLMCOST_SOAK=1`` runs the long variants: more load, minute-long fuzz runs, fresh random hypothesis
+examples (the default run is derandomized, so CI sees the same examples every time); a test marked
+``soak`` runs only then.
 
 Environment variables, not command-line options: pytest reads options only from the conftest files it
 loads at start-up, and this one is loaded only when the suite is collected.
