@@ -28,6 +28,7 @@ for a core. Single inserts into the built index (one thread) give the insert rat
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -66,22 +67,37 @@ def _rss_bytes() -> int:
 
 
 # -- data --
-def load_data(n: int) -> np.ndarray:
-    """The first n corpus vectors, then the 600 fow-cache pair sources (so every pair query has its a)."""
+def load_data(n: int, pad: bool = False) -> np.ndarray:
+    """The first n corpus vectors, then the 600 fow-cache pair sources (so every pair query has its a).
+
+    `pad`: when fewer than n sentences are embedded, fill the rest with SYNTHETIC vectors: mixtures
+    normalise(a + t (b - a)) of two real embeddings a, b, t uniform in [0, 0.5), which stay in the span
+    of real embeddings (unlike random 384-d vectors) but are not sentences. Results on padded data are
+    an estimate and are labelled as such.
+    """
     out_dir = bench_dir()
     available = embedded_count(out_dir)
-    if n > available:
+    if n > available and not pad:
         raise SystemExit(
             f"N={n:,} but only {available:,} sentences are embedded: run "
-            "`nice -n 19 python benchmarks/real_embeddings.py embed` longer, or ask for a smaller N"
+            "`nice -n 19 python benchmarks/real_embeddings.py embed` longer, ask for a smaller N, or pass "
+            "--pad to fill with synthetic mixtures of real vectors (labelled as such)"
         )
+    real = min(n, available)
     pairs_a = np.load(out_dir / "pairs_a.npy")
     data = np.empty((n + len(pairs_a), DIM), dtype=np.float32)
-    for chunk in range((n + CHUNK - 1) // CHUNK):
+    for chunk in range((real + CHUNK - 1) // CHUNK):
         block = np.load(out_dir / f"emb_{chunk:05d}.npy", mmap_mode="r")
         start = chunk * CHUNK
-        take = min(CHUNK, n - start)
+        take = min(CHUNK, real - start)
         data[start : start + take] = block[:take]
+    rng = np.random.default_rng(7)
+    for start in range(real, n, 100_000):
+        stop = min(n, start + 100_000)
+        a = data[rng.integers(0, real, stop - start)]
+        b = data[rng.integers(0, real, stop - start)]
+        mix = a + rng.uniform(0.0, 0.5, (stop - start, 1)).astype(np.float32) * (b - a)
+        data[start:stop] = mix / np.linalg.norm(mix, axis=1, keepdims=True)
     data[n:] = pairs_a
     return data
 
@@ -101,8 +117,9 @@ def load_queries() -> tuple[np.ndarray, list[str], np.ndarray]:
 
 
 def exact_top(data: np.ndarray, queries: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k ids and similarities (blocked brute force), cached per data size."""
-    path = bench_dir() / f"truth_{len(data)}_{len(queries)}.npz"
+    """Exact top-k ids and similarities (blocked brute force), cached per data (size and a sample's hash)."""
+    digest = hashlib.blake2b(data[:: max(1, len(data) // 4096)].tobytes(), digest_size=8).hexdigest()
+    path = bench_dir() / f"truth_{len(data)}_{len(queries)}_{digest}.npz"
     if path.exists():
         saved = np.load(path)
         return saved["ids"], saved["sims"]
@@ -264,8 +281,9 @@ def _recall(data: np.ndarray, queries: np.ndarray, got: list[list[int]], truth_s
     return r1, r4
 
 
-def run_worker(name: str, n: int, efs: list[int], cpu: int) -> dict[str, Any]:
-    data = load_data(n)
+def run_worker(name: str, n: int, efs: list[int], cpu: int, pad: bool) -> dict[str, Any]:
+    data = load_data(n, pad)
+    real = min(n, embedded_count(bench_dir()))
     queries, kinds, spare = load_queries()
     _, truth_sims = exact_top(data, queries)
     kinds_arr = np.array(kinds)
@@ -310,7 +328,7 @@ def run_worker(name: str, n: int, efs: list[int], cpu: int) -> dict[str, Any]:
         config.insert(len(data) + i, vec)
         inserts.append((time.thread_time_ns() - c) / 1000)
     return {
-        "config": name, "label": LABELS[name], "n": n, "entries": len(data), "queries": len(queries),
+        "config": name, "label": LABELS[name], "n": n, "real": real, "entries": len(data), "queries": len(queries),
         "hit_grade_queries": int(hit_grade.sum()), "deletes": config.deletes(),
         "build_wall_s": round(build_wall, 1), "build_cpu_s": round(build_cpu, 1),
         "mib": round(mib), "mib_per_100k": round(mib / (len(data) / 100_000), 1),
@@ -318,6 +336,12 @@ def run_worker(name: str, n: int, efs: list[int], cpu: int) -> dict[str, Any]:
         "inserts_per_cpu_s": round(len(inserts) / (sum(inserts) / 1e6)),
         "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2), "rows": rows,
     }
+
+
+def _n(result: dict[str, Any]) -> str:
+    if result["real"] >= result["n"]:
+        return f"{result['n']:,}"
+    return f"{result['n']:,} ({result['real']:,} real + synthetic)"
 
 
 def _fmt(value: float | None) -> str:
@@ -334,7 +358,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         for row in r["rows"]:
             lines.append(
-                f"| {r['label']} | {r['n']:,} | {row['ef']} | {row['recall1']:.3f} | {row['recall4']:.3f} "
+                f"| {r['label']} | {_n(r)} | {row['ef']} | {row['recall1']:.3f} | {row['recall4']:.3f} "
                 f"| {_fmt(row['recall1_hit_grade'])} | {row['recall1_heldout']:.3f} / {row['recall1_neardup']:.3f} / "
                 f"{row['recall1_pair']:.3f} | {row['p50_cpu_us']:.0f} / {row['p99_cpu_us']:.0f} "
                 f"| {row['p50_wall_us']:.0f} / {row['p99_wall_us']:.0f} | {r['build_wall_s']:.0f} / "
@@ -351,11 +375,12 @@ def main() -> None:
     ap.add_argument("--efs", default=",".join(map(str, DEFAULT_EFS)))
     ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="core the query thread runs on")
     ap.add_argument("--out", default=str(bench_dir() / "results.jsonl"), help="JSON lines appended here")
+    ap.add_argument("--pad", action="store_true", help="fill N past the embedded count with labelled synthetic vectors")
     ap.add_argument("--worker", nargs=2, metavar=("CONFIG", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     efs = [int(e) for e in args.efs.split(",")]
     if args.worker:
-        print(json.dumps(run_worker(args.worker[0], int(args.worker[1]), efs, args.cpu)))
+        print(json.dumps(run_worker(args.worker[0], int(args.worker[1]), efs, args.cpu, args.pad)))
         return
     names = list(CONFIGS) if args.configs == "all" else args.configs.split(",")
     unknown = [c for c in names if c not in CONFIGS]
@@ -363,10 +388,11 @@ def main() -> None:
         raise SystemExit(f"unknown configuration(s) {unknown}: choose from {', '.join(CONFIGS)}")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
-        exact_top(load_data(n), load_queries()[0])  # ground truth once, before the workers need it
+        exact_top(load_data(n, args.pad), load_queries()[0])  # ground truth once, before the workers
         for name in names:
             out = subprocess.run(
-                [sys.executable, __file__, "--worker", name, str(n), "--efs", args.efs, "--cpu", str(args.cpu)],
+                [sys.executable, __file__, "--worker", name, str(n), "--efs", args.efs, "--cpu", str(args.cpu)]
+                + (["--pad"] if args.pad else []),
                 stdout=subprocess.PIPE, text=True, check=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
