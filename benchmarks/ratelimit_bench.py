@@ -10,15 +10,21 @@ two limits it makes two calls (not atomic together). Rows:
 - memory, one thread, 10,000 keys in turn; "allowed" (capacities never run out) and "refused" (every
   bucket already empty: ours raises `RateLimitExceeded`, `limits` returns False).
 - Redis, a redis-server on this machine's loopback:
-  "sequential" (one thread, one connection), "threads x8" (one client shared by 8 threads, as in a
-  threaded web server), "processes x4" (4 processes with a client each, as in a pre-fork server) and
-  "asyncio x64" (one event loop, 64 tasks deciding concurrently over a connection pool). Ours runs
-  one Lua script per decision; `limits` its own scripts or commands (two limits: two round trips).
-  In asyncio, ours by default sends the calls that tasks make in the same loop iteration as one
-  pipeline (each script still atomic on its own); the "pipeline=False" row shows it without.
+  "sequential" (one thread, one connection), "threads x8" (one limiter shared by 8 threads, as in a
+  threaded web server), "processes x4" (4 processes with a limiter each, as in a pre-fork server) and
+  "asyncio x64" (one event loop, 64 tasks deciding concurrently). Ours decides by one Lua script;
+  by default the calls that threads (or the tasks of one loop iteration) make while a round trip is
+  under way share one script call (``batch=True``; each decision still atomic), and the
+  "batch=False" rows show one script call per decision. `limits` runs its own scripts or commands
+  (two limits: two round trips). "decisions per script call" is the average batch size.
+- "pure-Python parser" rows: ours with redis-py's own reply parser instead of hiredis (when
+  hiredis is installed), to show what the parser is worth here.
+- "calibration": empty Python function calls per second through the same loop, measured in the same
+  run: divide a memory row by it to compare machines (or the same machine under another load).
 
 Each figure is the best of `--rounds` runs of `--seconds` each, variants interleaved, so that the
-noise of a shared machine hits them alike. Needs ``pip install limits redis``.
+noise of a shared machine hits them alike; the load average is printed before and after. Needs
+``pip install limits redis`` (``hiredis`` optional).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import platform
 import shutil
 import socket
@@ -43,6 +50,14 @@ import limits
 import limits.aio.strategies
 import limits.strategies
 import redis
+from redis._parsers import _RESP2Parser as PythonParser
+
+try:
+    import hiredis
+
+    HIREDIS: str | None = hiredis.__version__
+except ImportError:  # pragma: no cover - depends on the environment
+    HIREDIS = None
 
 from otel_llmcost.ratelimit import RateLimiter, RateLimitExceeded, Tier
 
@@ -79,6 +94,8 @@ class Row:
     limits_per_decision: int
     run: Callable[[float], tuple[int, float]]  # seconds -> (decisions, elapsed)
     best: float = 0.0
+    #: (script calls, decisions) of our limiter, when it batches
+    stats: Callable[[], tuple[int, int]] | None = None
 
 
 def timed_loop(step: Callable[[str], Any], seconds: float, batch: int = 2_000) -> tuple[int, float]:
@@ -146,25 +163,47 @@ def limits_memory(strategy: str, two: bool, refused: bool) -> Callable[[float], 
 Decide = Callable[[str], Any]
 
 
+class Ours:
+    """Makes our limiters on Redis for one row and keeps the last one, whose batch counts are shown."""
+
+    def __init__(self, url: str, tier: str, connections: int, batch: bool = True, parser: Any = None) -> None:
+        self.url, self.tier = url, tier
+        self.options: dict[str, Any] = {
+            "key_prefix": "bench:ours",
+            "max_connections": connections,
+            "batch": batch,
+        }
+        if parser is not None:
+            self.options["parser_class"] = parser
+        self.last: RateLimiter | None = None
+
+    def _limiter(self) -> RateLimiter:
+        self.last = RateLimiter(TIERS, self.url, on_storage_error="closed", storage_options=self.options)
+        return self.last
+
+    def make_sync(self) -> Decide:
+        acquire, tier = self._limiter().acquire, self.tier
+        return lambda key: acquire(key, tier, TOKENS)
+
+    def make_async(self) -> Any:
+        aacquire, tier = self._limiter().aacquire, self.tier
+        return lambda key: aacquire(key, tier, TOKENS)
+
+    def stats(self) -> tuple[int, int]:
+        storage = self.last.storage if self.last is not None else None
+        return getattr(storage, "batch_stats", (0, 0))
+
+
 def ours_redis(
-    url: str, tier: str, connections: int, pipeline: bool = True
-) -> tuple[Callable[[], Decide], Callable[[], Any]]:
-    options = {"key_prefix": "bench:ours", "max_connections": connections, "pipeline": pipeline}
-
-    def make_sync() -> Decide:
-        limiter = RateLimiter(TIERS, url, on_storage_error="closed", storage_options=options)
-        return lambda key: limiter.acquire(key, tier, TOKENS)
-
-    def make_async() -> Any:
-        limiter = RateLimiter(TIERS, url, on_storage_error="closed", storage_options=options)
-        return lambda key: limiter.aacquire(key, tier, TOKENS)
-
-    return make_sync, make_async
+    url: str, tier: str, connections: int, batch: bool = True, parser: Any = None
+) -> tuple[Callable[[], Decide], Callable[[], Any], Callable[[], tuple[int, int]]]:
+    ours = Ours(url, tier, connections, batch, parser)
+    return ours.make_sync, ours.make_async, ours.stats
 
 
 def limits_redis(
     url: str, strategy: str, two: bool, connections: int
-) -> tuple[Callable[[], Decide], Callable[[], Any]]:
+) -> tuple[Callable[[], Decide], Callable[[], Any], None]:
     prefix = f"LIMITS-{strategy}-{two}"
 
     def make_sync() -> Decide:
@@ -188,7 +227,7 @@ def limits_redis(
 
         return decide
 
-    return make_sync, make_async
+    return make_sync, make_async, None
 
 
 def sequential(make: Callable[[], Decide]) -> Callable[[float], tuple[int, float]]:
@@ -272,15 +311,6 @@ def concurrent_async(make: Callable[[], Any], tasks: int) -> Callable[[float], t
     return lambda s: run_async(make, s, tasks)
 
 
-def calibration() -> float:
-    """Empty Python function calls per second through `timed_loop`: the speed of this machine now."""
-
-    def nothing(key: str) -> None:
-        return None
-
-    return max(done / elapsed for done, elapsed in (timed_loop(nothing, 0.3) for _ in range(3)))
-
-
 @contextmanager
 def redis_server(url: str | None) -> Iterator[str | None]:
     """The given URL, or a redis-server of our own on a free loopback port (None if not installed)."""
@@ -361,80 +391,98 @@ def main() -> None:
         Row("memory", "1 thread, acquire+settle pairs", "otel-llmcost token bucket", 2, ours_memory_settle())
     )
 
+    rows.insert(
+        0, Row("memory", "calibration", "empty Python function call (no limiter)", 0, calibration_run)
+    )
+
     with redis_server(None if args.no_redis else args.redis_url) as url:
         if url is not None and not args.no_redis:
             redis.Redis.from_url(url).flushdb()
-            impls: list[tuple[str, int, tuple[Callable[[], Decide], Callable[[], Any]]]] = [
-                ("otel-llmcost token bucket (Lua)", 1, ours_redis(url, "one", args.tasks)),
-                ("otel-llmcost token bucket (Lua)", 2, ours_redis(url, "two", args.tasks)),
-            ]
-            for name in STRATEGIES:
-                impls.append((f"limits {name}", 1, limits_redis(url, name, False, args.tasks)))
-            impls.append(
-                ("limits FixedWindow (2 hits)", 2, limits_redis(url, "FixedWindow", True, args.tasks))
-            )
-            ping = redis.Redis.from_url(url).ping
-            rows.append(
-                Row(
-                    "redis",
-                    "sequential",
-                    "baseline: redis-py PING (no limiter)",
-                    0,
-                    sequential(lambda: lambda key: ping()),
-                )
-            )
-            for label, checked, (make_sync, _) in impls:
-                rows.append(Row("redis", "sequential", label, checked, sequential(make_sync)))
-            for label, checked, (make_sync, _) in impls:
-                rows.append(
-                    Row(
-                        "redis", f"threads x{args.threads}", label, checked, threaded(make_sync, args.threads)
-                    )
-                )
-            for label, checked, (make_sync, _) in impls:
-                rows.append(
-                    Row(
-                        "redis",
-                        f"processes x{args.processes}",
-                        label,
-                        checked,
-                        processes(make_sync, args.processes),
-                    )
-                )
-            impls.insert(
-                2,
-                (
-                    "otel-llmcost token bucket (Lua), pipeline=False",
-                    2,
-                    ours_redis(url, "two", args.tasks, False),
-                ),
-            )
-            for label, checked, (_, make_async) in impls:
-                rows.append(
-                    Row(
-                        "redis",
-                        f"asyncio x{args.tasks}",
-                        label,
-                        checked,
-                        concurrent_async(make_async, args.tasks),
-                    )
-                )
-
+            rows += redis_rows(url, args)
+        load_before = os.getloadavg()
         for _ in range(args.rounds):
             for row in rows:
                 done, elapsed = row.run(args.seconds)
                 row.best = max(row.best, done / elapsed)
+        load_after = os.getloadavg()
 
     print(
-        f"\nPython {platform.python_version()} on {platform.machine()}, limits {limits.__version__}, "
-        f"redis-py {redis.__version__}; best of {args.rounds} x {args.seconds:g} s per row; "
-        f"calibration: this machine runs {calibration():,.0f} empty Python function calls/s in the "
-        f"same loop (scale the memory rows by it to compare machines)\n"
+        f"\nPython {platform.python_version()} on {platform.machine()} ({os.cpu_count()} CPUs), "
+        f"limits {limits.__version__}, redis-py {redis.__version__}, hiredis "
+        f"{HIREDIS or 'not installed'}; best of {args.rounds} x {args.seconds:g} s per row; load average "
+        f"(1/5/15 min) {_load(load_before)} before, {_load(load_after)} after\n"
     )
-    print("| storage | mode | implementation | limits checked per decision | decisions/s |")
-    print("|---|---|---|---:|---:|")
+    print(
+        "| storage | mode | implementation | limits checked per decision | decisions/s | decisions per script call |"
+    )
+    print("|---|---|---|---:|---:|---:|")
     for row in rows:
-        print(f"| {row.storage} | {row.mode} | {row.library} | {row.limits_per_decision} | {row.best:,.0f} |")
+        per_call = ""
+        if row.stats is not None:
+            batches, calls = row.stats()
+            per_call = f"{calls / batches:.1f}" if batches else ""
+        print(
+            f"| {row.storage} | {row.mode} | {row.library} | {row.limits_per_decision} | {row.best:,.0f} "
+            f"| {per_call} |"
+        )
+
+
+def _load(load: tuple[float, float, float]) -> str:
+    return " / ".join(f"{value:.1f}" for value in load)
+
+
+def redis_rows(url: str, args: argparse.Namespace) -> list[Row]:
+    """The Redis rows: every mode, ours beside `limits`, each row with limiters of its own."""
+    rows: list[Row] = []
+    ping = redis.Redis.from_url(url).ping
+    rows.append(
+        Row(
+            "redis",
+            "sequential",
+            "baseline: redis-py PING (no limiter)",
+            0,
+            sequential(lambda: lambda key: ping()),
+        )
+    )
+
+    def ours(tier: str, batch: bool = True, parser: Any = None) -> tuple[Any, Any, Any]:
+        return ours_redis(url, tier, args.tasks, batch, parser)
+
+    def theirs() -> list[tuple[str, int, Any]]:
+        made: list[tuple[str, int, Any]] = [
+            (f"limits {name}", 1, limits_redis(url, name, False, args.tasks)) for name in STRATEGIES
+        ]
+        made.append(("limits FixedWindow (2 hits)", 2, limits_redis(url, "FixedWindow", True, args.tasks)))
+        return made
+
+    ours_label = "otel-llmcost token bucket (Lua)"
+    unbatched = f"{ours_label}, batch=False"
+    python_parser = f"{ours_label}, pure-Python parser"
+    modes: list[tuple[str, Callable[[Any], Callable[[float], tuple[int, float]]], bool]] = [
+        ("sequential", lambda impl: sequential(impl[0]), False),
+        (f"threads x{args.threads}", lambda impl: threaded(impl[0], args.threads), True),
+        (f"processes x{args.processes}", lambda impl: processes(impl[0], args.processes), False),
+        (f"asyncio x{args.tasks}", lambda impl: concurrent_async(impl[1], args.tasks), True),
+    ]
+    for mode, run, batches in modes:
+        impls: list[tuple[str, int, Any]] = [(ours_label, 1, ours("one")), (ours_label, 2, ours("two"))]
+        if batches:
+            impls.append((unbatched, 2, ours("two", batch=False)))
+        if HIREDIS and mode in ("sequential", f"threads x{args.threads}"):
+            impls.append((python_parser, 2, ours("two", parser=PythonParser)))
+        for label, checked, impl in impls + theirs():
+            stats = impl[2] if batches and label.startswith(ours_label) and impl[2] is not None else None
+            rows.append(Row("redis", mode, label, checked, run(impl), stats=stats))
+    return rows
+
+
+def calibration_run(seconds: float) -> tuple[int, float]:
+    """Empty Python function calls through `timed_loop`: the speed of this machine now."""
+
+    def nothing(key: str) -> None:
+        return None
+
+    return timed_loop(nothing, seconds)
 
 
 if __name__ == "__main__":

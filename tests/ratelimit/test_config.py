@@ -94,6 +94,15 @@ def test_bad_limiter_arguments() -> None:
         RateLimiter(DEFAULT_TIERS, on_storage_error="maybe")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("option", "value"), [("batch_size", 0), ("batch_size", 2.5), ("retries", -1), ("retries", True)]
+)
+def test_bad_redis_options(option: str, value: object) -> None:
+    """A Redis storage refuses a batch size below 1 or a negative retry count, naming the option."""
+    with pytest.raises(ValueError, match=f"{option} must be a whole number"):
+        RateLimiter(DEFAULT_TIERS, "redis://127.0.0.1:1/0", storage_options={option: value})
+
+
 def test_permit_is_a_plain_record() -> None:
     """A Permit names key, tier, estimate and whether it was reserved."""
     limiter = RateLimiter(DEFAULT_TIERS)

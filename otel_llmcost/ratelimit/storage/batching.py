@@ -55,13 +55,17 @@ class Combiner:
     """
 
     def __init__(
-        self, send: Callable[[list[Call]], list[Any]], fail: Callable[[BaseException], BaseException]
+        self,
+        send: Callable[[list[Call]], list[Any]],
+        fail: Callable[[BaseException], BaseException],
+        in_flight: int = 1,
     ) -> None:
         self._send = send
         self._fail = fail
+        self._in_flight = in_flight
         self._lock = threading.Lock()
         self._queue: list[Call] = []
-        self._busy = False
+        self._leaders = 0
         #: batches sent and calls they carried (calls / batches = how many callers shared a round trip)
         self.batches = 0
         self.calls = 0
@@ -71,20 +75,19 @@ class Combiner:
         """Queue one call, wait for its batch, and return its reply or raise the batch's error."""
         call = Call(op, key, amount, plan)
         with self._lock:
-            if self._busy:
+            if self._leaders >= self._in_flight:
                 call._wake = wake = threading.Lock()
                 wake.acquire()
                 self._queue.append(call)
                 lead = False
             else:
-                self._queue.append(call)
-                self._busy = True
+                self._leaders += 1
                 lead = True
         if not lead:
             call._wake.acquire()  # released by the leader that sent this call, or to make it lead
             if not call._lead:
                 return self._outcome(call)
-        self._lead()
+        self._lead(call)
         return self._outcome(call)
 
     def _outcome(self, call: Call) -> Any:
@@ -101,9 +104,11 @@ class Combiner:
         with self._lock:
             return len(self._queue)
 
-    def _lead(self) -> None:
+    def _lead(self, own: Call) -> None:
+        """Send `own` call and every call queued now; then wake them, and hand on the lead."""
         with self._lock:
             batch, self._queue = self._queue, []
+            batch.insert(0, own)
             self.batches += 1
             self.calls += len(batch)
         try:
@@ -124,9 +129,10 @@ class Combiner:
             with self._lock:
                 successor = self._queue[0] if self._queue else None
                 if successor is None:
-                    self._busy = False
+                    self._leaders -= 1
                 else:
                     successor._lead = True
+                    del self._queue[0]  # it sends itself first, then the queue as it is when it wakes
             for call in batch:
                 if call._wake is not None:
                     call._wake.release()
@@ -137,7 +143,7 @@ class Combiner:
         # A child forked while another thread was in a batch would wait for that thread forever.
         self._lock = threading.Lock()
         self._queue = []
-        self._busy = False
+        self._leaders = 0
 
 
 def _reset_in_forked_children(combiner: Combiner) -> None:
