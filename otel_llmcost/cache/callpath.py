@@ -55,17 +55,22 @@ Stored when the call ended well: never an error, a stream cut short, a refusal (
 unfinished answer (Anthropic `pause_turn`, Responses `incomplete`), or, unless `cache_all`, an answer
 that calls tools. Storing happens when the call ends, in the app's thread.
 
-Failures. A cache that fails (Redis gone, a full disk, an embedder that will not load) is a miss: the
-provider is called and nothing is raised into the app. The first failure of an outage is logged as a
-warning, the recovery as info, the failures between at debug level.
+Failures. A cache that fails (Redis gone or frozen, a full disk, an embedder that will not load) is a
+miss: the provider is called and nothing is raised into the app. The failure opens an outage of that
+storage (caches on one Redis server share it; a semantic cache's embedder and index have their own):
+for `retry_interval` seconds (default 2) the storage is not asked at all (a lookup that had no cache
+left to ask is counted as `bypass`; stores are dropped), then one operation probes it; a success ends
+the outage, a failed probe doubles the wait up to `max_retry_interval` (default 30). So a frozen Redis
+costs one socket timeout per interval, not four per call (see `otel_llmcost.cache.outage`). The first
+failure of an outage is logged as a warning, the recovery as info with the operations skipped, the
+failures between at debug level; `outage_stats()` counts them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -74,7 +79,10 @@ from .. import names
 from .._control import cache_control, current_cache_control
 from ..pricing import Usage
 from .codecs import AsyncReplayStream, Codec, ReplayStream, RequestView, codec_for
+from .errors import CacheStorageError
 from .keys import Namespace, cacheable, canonical_json, exact_key, split_conversation
+from .outage import DEFAULT_MAX_RETRY_INTERVAL, DEFAULT_RETRY_INTERVAL, Outage, OutageStats, check_intervals
+from .storage.base import redact_uri
 
 if TYPE_CHECKING:
     from ..pricing import PriceCatalog
@@ -102,28 +110,32 @@ class _Request:
     query: str | None
 
 
-class _Outage:
-    """Logs a failing cache once per outage (and its recovery), not once per call."""
+@dataclass(frozen=True)
+class _Gates:
+    """The outage states an operation of one cache depends on: its storage's, and what else can fail
+    (a semantic cache's embedder and index; for the exact cache, the storage's again)."""
 
-    def __init__(self) -> None:
-        self._down = False
-        self._lock = threading.Lock()
+    storage: Outage
+    other: Outage
 
-    def failed(self, what: str, error: BaseException) -> None:
-        with self._lock:
-            first, self._down = not self._down, True
-        if first:
-            _log.warning("otel-llmcost: the response cache failed (%s: %s: %s); calls go to the provider "
-                         "uncached until it answers again", what, type(error).__name__, error)
-        else:
-            _log.debug("otel-llmcost: the response cache failed again (%s)", what, exc_info=error)
+    def allow(self) -> bool:
+        return self.storage.allow() and (self.other is self.storage or self.other.allow())
 
     def ok(self) -> None:
-        if self._down:
-            with self._lock:
-                was, self._down = self._down, False
-            if was:
-                _log.info("otel-llmcost: the response cache answers again")
+        self.storage.ok()
+        self.other.ok()
+
+    def failed(self, what: str, error: BaseException) -> None:
+        (self.storage if isinstance(error, CacheStorageError) or self.other is self.storage
+         else self.other).failed(what, error)
+
+
+def _place(storage: Any) -> tuple[tuple[str, object], str]:
+    """Where a storage's outages happen (a key shared by storages on one server) and its name for logs."""
+    server = getattr(storage, "server", None)
+    if isinstance(server, str) and server:
+        return ("server", server), server
+    return ("storage", id(storage)), redact_uri(str(getattr(storage, "uri", type(storage).__name__)))
 
 
 def _raw_response(kwargs: Mapping[str, Any]) -> bool:
@@ -150,7 +162,10 @@ class ResponseCache:
     `exact`, `semantic`: the caches to use (either may be None, not both). `cache_all`: cache calls that
     sample too, and answers that call tools. `tenant_attributes`: the attribution keys whose values scope
     every entry. `medium_hits`: serve semantic hits the policy rates `medium`. `catalog`: prices for
-    `llmcost.cost.saved` (default: the instrumentation's).
+    `llmcost.cost.saved` (default: the instrumentation's). `retry_interval`, `max_retry_interval`:
+    seconds a failed storage (or embedder) is left alone before one operation probes it, the wait
+    doubling after each failed probe up to the maximum (see `otel_llmcost.cache.outage`; 0: ask again
+    at every operation). `clock`: monotonic seconds for those waits (tests).
     """
 
     def __init__(
@@ -162,7 +177,11 @@ class ResponseCache:
         tenant_attributes: Sequence[str] = DEFAULT_TENANT_ATTRIBUTES,
         medium_hits: bool = False,
         catalog: PriceCatalog | None = None,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        max_retry_interval: float = DEFAULT_MAX_RETRY_INTERVAL,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        self.retry_interval, self.max_retry_interval = check_intervals(retry_interval, max_retry_interval)
         if exact is None and semantic is None:
             raise ValueError("ResponseCache needs an exact cache, a semantic cache or both")
         if isinstance(tenant_attributes, str):
@@ -173,7 +192,37 @@ class ResponseCache:
         self.tenant_attributes = tuple(tenant_attributes)
         self.medium_hits = medium_hits
         self.catalog = catalog
-        self._outage = _Outage()
+        self._clock = clock
+        self._outages: dict[tuple[str, object], Outage] = {}
+        self._exact_gates: _Gates | None = None
+        self._semantic_gates: _Gates | None = None
+        if exact is not None:
+            storage = self._outage_of(exact.storage)
+            self._exact_gates = _Gates(storage, storage)
+        if semantic is not None:
+            self._semantic_gates = _Gates(self._outage_of(semantic.storage),
+                                          self._outage_of(None, ("semantic", id(semantic)),
+                                                          "semantic cache embedder and index"))
+
+    def _outage_of(self, storage: Any, key: tuple[str, object] | None = None, name: str = "") -> Outage:
+        """The outage state of a storage's server (one per server, shared by the caches on it)."""
+        if key is None:
+            key, name = _place(storage)
+        outage = self._outages.get(key)
+        if outage is None:
+            outage = self._outages[key] = Outage(name, _log, self.retry_interval, self.max_retry_interval,
+                                                 self._clock)
+        return outage
+
+    def outage_stats(self) -> OutageStats:
+        """Outages begun, operations failed, skipped during outages and probes, summed over the storages."""
+        totals = [o.stats() for o in self._outages.values()]
+        return OutageStats(*(sum(getattr(t, f) for t in totals) for f in OutageStats.__dataclass_fields__))
+
+    @property
+    def down(self) -> bool:
+        """Whether a storage (or the semantic cache's embedder) is in an outage now."""
+        return any(o.down for o in self._outages.values())
 
     # -- the guard's protocol ------------------------------------------------------------------
     def lookup(self, call: Call, kwargs: dict[str, Any], endpoint: Any, asynchronous: bool) -> Served | None:
@@ -189,13 +238,15 @@ class ResponseCache:
         if request is None:
             return None
         served = None
+        skipped = False
         if mode != "refresh":
             try:
-                served = self._find(call, kwargs, request, asynchronous)
+                served, skipped = self._find(call, kwargs, request, asynchronous)
             except Exception:  # a bug of ours must not cost the app its call
                 _log.debug("otel-llmcost: cache lookup failed; calling the provider", exc_info=True)
         if served is None:
-            self._count(call, names.CACHE_MISS)
+            # Every cache this call could use was left alone for an outage: nothing was looked up.
+            self._count(call, names.CACHE_BYPASS if skipped else names.CACHE_MISS)
         return served
 
     def prepare_store(self, call: Call, kwargs: dict[str, Any], endpoint: Any) -> None:
@@ -238,35 +289,48 @@ class ResponseCache:
             return None
 
     # -- lookup ------------------------------------------------------------------------------------
-    def _find(self, call: Call, kwargs: Mapping[str, Any], request: _Request, asynchronous: bool) -> Served | None:
-        if self.exact is not None and request.key is not None:
-            payload = None
-            try:
-                payload = self.exact.get(request.key)
-                self._outage.ok()
-            except Exception as exc:
-                self._outage.failed("exact cache lookup", exc)
-            if payload is not None:
-                served = self._serve(call, kwargs, request, payload, names.CACHE_EXACT_HIT, asynchronous)
-                if served is not None:
-                    return served
-        if self.semantic is not None and request.namespace is not None and request.query is not None:
-            hit = None
-            refusals: list[Any] = []
-            try:
-                hit = self.semantic.lookup(request.namespace, request.query, on_reject=refusals.append)
-                self._outage.ok()
-            except Exception as exc:
-                self._outage.failed("semantic cache lookup", exc)
-            if hit is None and any(_guard_refused(decision) for decision in refusals):
-                self._count_refusal(call)
-            if hit is not None and (hit.tier != "medium" or self.medium_hits):
-                served = self._serve(call, kwargs, request, hit.payload, names.CACHE_SEMANTIC_HIT, asynchronous)
-                if served is not None:
-                    call.extra[names.LLMCOST_CACHE_TIER] = hit.tier
-                    call.extra[names.LLMCOST_CACHE_SIMILARITY] = round(hit.similarity, 4)
-                    return served
-        return None
+    def _find(self, call: Call, kwargs: Mapping[str, Any], request: _Request,
+              asynchronous: bool) -> tuple[Served | None, bool]:
+        """The answer served, and whether every cache that applied was skipped for an outage."""
+        applied = skipped = 0
+        exact, gates = self.exact, self._exact_gates
+        if exact is not None and gates is not None and request.key is not None:
+            applied += 1
+            if not gates.allow():
+                skipped += 1
+            else:
+                payload = None
+                try:
+                    payload = exact.get(request.key)
+                    gates.ok()
+                except Exception as exc:
+                    gates.failed("exact cache lookup", exc)
+                if payload is not None:
+                    served = self._serve(call, kwargs, request, payload, names.CACHE_EXACT_HIT, asynchronous)
+                    if served is not None:
+                        return served, False
+        semantic, gates = self.semantic, self._semantic_gates
+        if semantic is not None and gates is not None and request.namespace is not None and request.query is not None:
+            applied += 1
+            if not gates.allow():
+                skipped += 1
+            else:
+                hit = None
+                refusals: list[Any] = []
+                try:
+                    hit = semantic.lookup(request.namespace, request.query, on_reject=refusals.append)
+                    gates.ok()
+                except Exception as exc:
+                    gates.failed("semantic cache lookup", exc)
+                if hit is None and any(_guard_refused(decision) for decision in refusals):
+                    self._count_refusal(call)
+                if hit is not None and (hit.tier != "medium" or self.medium_hits):
+                    served = self._serve(call, kwargs, request, hit.payload, names.CACHE_SEMANTIC_HIT, asynchronous)
+                    if served is not None:
+                        call.extra[names.LLMCOST_CACHE_TIER] = hit.tier
+                        call.extra[names.LLMCOST_CACHE_SIMILARITY] = round(hit.similarity, 4)
+                        return served, False
+        return None, applied > 0 and skipped == applied
 
     def _serve(self, call: Call, kwargs: Mapping[str, Any], request: _Request, payload: bytes, status: str,
                asynchronous: bool) -> Served | None:
@@ -342,15 +406,18 @@ class ResponseCache:
         except Exception:
             _log.debug("otel-llmcost: a %s answer could not be encoded; not stored", codec.api, exc_info=True)
             return
-        if self.exact is not None and request.key is not None:
+        exact, gates = self.exact, self._exact_gates
+        if exact is not None and gates is not None and request.key is not None and gates.allow():
             try:
-                self.exact.put(request.key, payload)
-                self._outage.ok()
+                exact.put(request.key, payload)
+                gates.ok()
             except Exception as exc:
-                self._outage.failed("exact cache store", exc)
-        if self.semantic is not None and request.namespace is not None and request.query is not None:
+                gates.failed("exact cache store", exc)
+        semantic, gates = self.semantic, self._semantic_gates
+        if (semantic is not None and gates is not None and request.namespace is not None
+                and request.query is not None and gates.allow()):
             try:
-                self.semantic.store(request.namespace, request.query, payload)
-                self._outage.ok()
+                semantic.store(request.namespace, request.query, payload)
+                gates.ok()
             except Exception as exc:
-                self._outage.failed("semantic cache store", exc)
+                gates.failed("semantic cache store", exc)

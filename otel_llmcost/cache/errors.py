@@ -14,11 +14,13 @@ class CacheStorageError(LLMCostError, RuntimeError):
     """
 
     def __init__(self, uri: str, operation: str, cause: BaseException | None = None) -> None:
+        from .storage.base import redact_uri  # the message is logged: a URI's password stays out of it
+
         self.uri = uri
         self.operation = operation
         detail = f": {type(cause).__name__}: {cause}" if cause is not None else ""
         super().__init__(
-            f"cache storage {uri} failed during {operation}{detail}; "
+            f"cache storage {redact_uri(uri)} failed during {operation}{detail}; "
             "the call goes to the provider uncached until the storage is back"
         )
 

@@ -602,7 +602,8 @@ def test_redis_backed_cache_and_redis_killed_mid_test(instrumented, own_redis: R
     prefix = f"test-{uuid.uuid4().hex}"
     exact_store = ExactCache(f"{own_redis.url}?prefix={prefix}-x")
     semantic_store = SemanticCache(HashingEmbedder(), ThresholdPolicy(0.8), f"{own_redis.url}?prefix={prefix}-s")
-    install_guard(cache=ResponseCache(exact_store, semantic_store))
+    # retry_interval=0: every operation asks Redis again (leaving it alone in an outage: test_outage.py)
+    install_guard(cache=ResponseCache(exact_store, semantic_store, retry_interval=0))
     first = oai.chat.completions.create(model=GPT, messages=MSGS, temperature=0)
     assert oai.chat.completions.create(model=GPT, messages=MSGS, temperature=0) == first
     assert oai.chat.completions.create(model=GPT, messages=[{"role": "user", "content": PARAPHRASE}],

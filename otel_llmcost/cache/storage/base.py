@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import CacheConfigError
 
@@ -29,6 +30,7 @@ __all__ = [
     "VectorBatch",
     "check_name",
     "check_limits",
+    "redact_uri",
 ]
 
 Clock = Callable[[], float]
@@ -114,6 +116,21 @@ class CacheStorage(Protocol):
 
     def close(self) -> None:
         """Release connections and files; further calls are errors."""
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` without its password: storage URIs end up in log lines and error messages."""
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # not a URI we can take apart: say nothing of it rather than leak it
+        return "<cache storage>"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def now_clock(clock: Clock | None) -> Clock:

@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from ..errors import CacheStorageError
-from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock
+from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock, redact_uri
 
 T = TypeVar("T")
 _PAGE = 1000
@@ -32,6 +32,17 @@ _PAGE = 1000
 
 def _script_text(name: str) -> str:
     return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _server(client: Any, uri: str) -> str:
+    """The client's server and database as a URI without credentials (its URI when it cannot tell)."""
+    try:
+        kwargs = client.connection_pool.connection_kwargs
+        if kwargs.get("path"):
+            return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+        return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+    except Exception:  # a client of another shape (a cluster client, a test double): its URI then
+        return redact_uri(uri)
 
 
 class RedisStorage:
@@ -64,6 +75,9 @@ class RedisStorage:
         self._get_script = client.register_script(_script_text("get"))
         self._del_script = client.register_script(_script_text("delete"))
         self._fetch_script = client.register_script(_script_text("fetch"))
+        self.server = _server(client, uri)
+        """Which server and database this is, without credentials: storages with other prefixes on the
+        same server share its outages (the call path leaves them alone together)."""
 
     @classmethod
     def from_url(
