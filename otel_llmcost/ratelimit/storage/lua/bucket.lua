@@ -33,20 +33,16 @@ local INF = math.huge
 local TOLERANCE = 1e-9
 local tonumber, sub, format = tonumber, string.sub, string.format
 local min, max, ceil = math.min, math.max, math.ceil
-local pack, unpack = struct.pack, struct.unpack
+local spack, sunpack = struct.pack, struct.unpack
 
 -- capacities (INF: no limit) and refill rates per second from a signature
 local function parse(signature)
-  local v, n = {}, 0
-  for value in string.gmatch(signature, '%S+') do
-    n = n + 1
-    v[n] = tonumber(value)
-  end
-  local c0, c1, c2 = v[1], v[3], v[5]
+  local v1, v2, v3, v4, v5, v6 = string.match(signature, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+  local c0, c1, c2 = tonumber(v1), tonumber(v3), tonumber(v5)
   local r0, r1, r2 = 0, 0, 0
-  if c0 < 0 then c0 = INF else r0 = c0 / v[2] end
-  if c1 < 0 then c1 = INF else r1 = c1 / v[4] end
-  if c2 < 0 then c2 = INF else r2 = c2 / v[6] end
+  if c0 < 0 then c0 = INF else r0 = c0 / tonumber(v2) end
+  if c1 < 0 then c1 = INF else r1 = c1 / tonumber(v4) end
+  if c2 < 0 then c2 = INF else r2 = c2 / tonumber(v6) end
   return { c0, c1, c2, r0, r1, r2, signature }
 end
 
@@ -59,6 +55,10 @@ local known = {} -- signatures of stored states seen in this batch (keys kept un
 
 local clock = redis.call('TIME')
 local server_now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+-- every state read with one command (a call into Redis costs more than a decision's arithmetic);
+-- a key decided twice in the batch reads what its earlier decision wrote
+local values = redis.call('MGET', unpack(KEYS))
+local written = {}
 local replies = {}
 local i = 0
 
@@ -70,10 +70,13 @@ for code, number in string.gmatch(ARGV[nplans + 2], '(%S+) (%S+)') do
   local plan = plans[tonumber(sub(code, 2))]
   local c0, c1, c2, r0, r1, r2, signature = plan[1], plan[2], plan[3], plan[4], plan[5], plan[6], plan[7]
   local now = server_now
-  local stored = redis.call('GET', key)
+  local stored = written[key]
+  if stored == nil then
+    stored = values[i]
+  end
   local t, l0, l1, l2 = now, INF, INF, INF
   if stored then
-    t, l0, l1, l2 = unpack('dddd', stored)
+    t, l0, l1, l2 = sunpack('dddd', stored)
     local old = sub(stored, 33)
     if old ~= signature then
       local o = known[old]
@@ -151,7 +154,9 @@ for code, number in string.gmatch(ARGV[nplans + 2], '(%S+) (%S+)') do
     if c2 < INF then
       full_in = max(full_in, (c2 - l2) / r2)
     end
-    redis.call('SET', key, pack('dddd', now, l0, l1, l2) .. signature, 'PX', ceil(full_in * 1000) + 1000)
+    local value = spack('dddd', now, l0, l1, l2) .. signature
+    written[key] = value
+    redis.call('SET', key, value, 'PX', ceil(full_in * 1000) + 1000)
   end
 end
 return replies
