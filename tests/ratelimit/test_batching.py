@@ -76,6 +76,44 @@ def test_processes_with_threads_never_overdraw(redis_server: RedisServer) -> Non
     assert batches < calls, "no two threads ever shared a script call"
 
 
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_threads_never_overdraw_with_several_batches_in_flight(
+    redis_server: RedisServer, in_flight: int
+) -> None:
+    """16 threads on one key, with up to `in_flight` batches out at once (each leader on its own connection),
+    get exactly the capacity."""
+    limiter = RateLimiter(
+        race_worker.TIERS,
+        redis_server.url,
+        on_storage_error="closed",
+        storage_options={"key_prefix": f"test:{uuid.uuid4().hex}", "batch_in_flight": in_flight},
+    )
+    storage = storage_of(limiter)
+    barrier = threading.Barrier(16)
+    granted: list[int] = []
+
+    def worker() -> None:
+        barrier.wait()
+        mine = 0
+        for _ in range(15):
+            try:
+                limiter.acquire("shared", "race", race_worker.TOKENS_PER_CALL)
+            except RateLimitExceeded:
+                continue
+            mine += 1
+        granted.append(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(granted) == 16 and sum(granted) == race_worker.CAPACITY
+    assert storage.batch_stats[1] == 16 * 15
+    assert len(storage._idle) <= in_flight  # one connection per leader at most
+    limiter.close()
+
+
 @pytest.mark.parametrize("policy", ["open", "closed"])
 def test_a_failed_batch_fails_every_caller_in_it(own_redis: RedisServer, policy: Any) -> None:
     """Redis dies under a batch of 5 queued threads: each of them (and the leader) fails by the policy."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -355,12 +355,17 @@ class RedisStorage:
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
-    async def _acall(self, op: str, key: str, amount: float, plan: BucketPlan) -> Any:
+    def _acall(self, op: str, key: str, amount: float, plan: BucketPlan) -> Awaitable[Any]:
+        # Batched, the awaitable is the batch's future itself (one coroutine less per call): its
+        # error is a `RateLimitStorageError` already, made by `_fail_from`.
         client, batcher = self._async_client()
+        if self._batch:
+            return batcher.submit(op, key, amount, plan)
+        return self._acall_alone(client, Call(op, key, amount, plan))
+
+    async def _acall_alone(self, client: Any, call: Call) -> Any:
         try:
-            if self._batch:
-                return await batcher.submit(op, key, amount, plan)
-            return (await self._asend(client, [Call(op, key, amount, plan)]))[0]
+            return (await self._asend(client, [call]))[0]
         except self._errors as exc:
             raise self._fail(exc) from exc
 
