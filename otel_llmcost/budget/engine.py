@@ -10,6 +10,11 @@ Every budget whose scope matches a call's attributes counts it. `level()` and `h
 tightest of them. Alerts fire once per level per window per budget scope key (see `alerts.py`).
 The engine never raises into the code it observes: `record_cost`, `settle`, `level` and `hints` log
 and count ledger errors and fail open; only `reserve` raises, and only `BudgetExceededError`.
+
+Spend the ledger could not take (an outage, a freeze past the socket timeout) is not dropped: it waits
+in a bounded backlog (`ledger/backlog.py`, `BacklogPolicy`) and is replayed in order once the ledger
+answers, each write applied once by its id even when a first attempt's reply was lost. `close()`
+makes a last attempt and logs what is left.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +34,7 @@ from .alerts import Alert, AlertSink, LoggingSink
 from .config import load_budget_config
 from .errors import BudgetExceededError, ConfigError
 from .ledger import BudgetKey, Ledger, Refusal, Reservation, open_ledger
+from .ledger.backlog import Backlog, BacklogPolicy, PendingOp
 from .levels import FORECAST, AlertLevel, Level
 from .policy import Budget, BudgetConfig
 from .webhook import WebhookSink
@@ -115,18 +122,28 @@ class Ticket:
 
 @dataclass
 class EngineStats:
-    """Counters of what went wrong or was refused (the engine's own health)."""
+    """Counters of what went wrong or was refused (the engine's own health).
+
+    `errors` counts failed ledger calls made on the call path (and bad input). The backlog of spend the
+    ledger could not take counts writes queued (`backlogged`), replayed (`replayed`), background
+    retries that failed (`replay_errors`), and writes dropped for good (`dropped`, `lost_usd`).
+    """
 
     errors: int = 0
     refusals: int = 0
     alerts_sent: int = 0
     sink_errors: int = 0
+    backlogged: int = 0
+    replayed: int = 0
+    replay_errors: int = 0
+    dropped: int = 0
+    lost_usd: Decimal = Decimal(0)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def count(self, name: str) -> None:
-        """Add one to a counter (safe from any thread)."""
+    def count(self, name: str, amount: int | Decimal = 1) -> None:
+        """Add to a counter (safe from any thread)."""
         with self._lock:
-            setattr(self, name, getattr(self, name) + 1)
+            setattr(self, name, getattr(self, name) + amount)
 
 
 class BudgetEngine:
@@ -139,6 +156,7 @@ class BudgetEngine:
         sinks: Sequence[AlertSink] | None = None,
         *,
         clock: Clock = _utcnow,
+        backlog: BacklogPolicy | None = None,
     ) -> None:
         self.config = config if isinstance(config, BudgetConfig) else BudgetConfig(budgets=tuple(config))
         self._owned: list[Any] = []
@@ -154,6 +172,7 @@ class BudgetEngine:
         self._ttl = self.config.reservation_ttl.total_seconds()
         self._fired: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._lock = threading.Lock()
+        self._backlog = Backlog(self.ledger, self._spend_applied, self.stats.count, backlog)
 
     @classmethod
     def from_config(
@@ -163,12 +182,13 @@ class BudgetEngine:
         ledger: Ledger | str | None = None,
         sinks: Sequence[AlertSink] | None = None,
         clock: Clock = _utcnow,
+        backlog: BacklogPolicy | None = None,
     ) -> BudgetEngine:
         """An engine from a config object or YAML path (default `$OTEL_LLMCOST_CONFIG`), with the
         ledger and alert sinks it names."""
         if not isinstance(config, BudgetConfig):
             config = load_budget_config(config)
-        return cls(config, ledger, sinks, clock=clock)
+        return cls(config, ledger, sinks, clock=clock, backlog=backlog)
 
     def _sinks_from_config(self) -> list[AlertSink]:
         sinks: list[AlertSink] = [LoggingSink()] if self.config.alerts.log else []
@@ -220,12 +240,7 @@ class BudgetEngine:
             _log.exception("budget engine: cost event dropped")
             return
         for match in matches:
-            try:
-                spent = self.ledger.record(match.key, match.window, amount, now=now.timestamp())
-                self._after_spend(match, spent, when)
-            except Exception:
-                self.stats.count("errors")
-                _log.exception("budget engine: recording %s for %s failed", amount, match.key)
+            self._backlog.submit(self._op(match, amount, now, when))
 
     def reserve(self, estimate: Decimal, attributes: Mapping[str, str]) -> Ticket:
         """Hold `estimate` USD on every matching budget before a call.
@@ -239,36 +254,42 @@ class BudgetEngine:
             raise ValueError(f"estimate {estimate!r} is not a non-negative number of USD")
         now = self._now()
         ticket = Ticket(amount, now)
-        for match in self._matches(attributes, now):
-            try:
-                result = self.ledger.reserve(
-                    match.key,
-                    match.window,
-                    amount,
-                    match.budget.stop_limit,
-                    ttl=self._ttl,
-                    now=now.timestamp(),
-                )
-            except Exception:
-                self.stats.count("errors")
-                _log.exception("budget engine: reserving on %s failed; the call goes ahead", match.key)
-                ticket.holds.append(_Hold(match, None))
-                continue
-            if isinstance(result, Refusal):
-                self.stats.count("refusals")
-                self._release(ticket, now)
-                raise BudgetExceededError(
-                    budget=match.key.budget,
-                    scope_key=match.key.scope,
-                    spend=result.spent,
-                    reserved=result.reserved,
-                    requested=amount,
-                    limit=match.budget.stop_limit,
-                    amount=match.budget.amount,
-                    reset_at=match.window.end,
-                )
-            ticket.holds.append(_Hold(match, result))
-        return ticket
+        answered = False
+        try:
+            for match in self._matches(attributes, now):
+                try:
+                    result = self.ledger.reserve(
+                        match.key,
+                        match.window,
+                        amount,
+                        match.budget.stop_limit,
+                        ttl=self._ttl,
+                        now=now.timestamp(),
+                    )
+                except Exception:
+                    self.stats.count("errors")
+                    _log.exception("budget engine: reserving on %s failed; the call goes ahead", match.key)
+                    ticket.holds.append(_Hold(match, None))
+                    continue
+                answered = True
+                if isinstance(result, Refusal):
+                    self.stats.count("refusals")
+                    self._release(ticket, now)
+                    raise BudgetExceededError(
+                        budget=match.key.budget,
+                        scope_key=match.key.scope,
+                        spend=result.spent,
+                        reserved=result.reserved,
+                        requested=amount,
+                        limit=match.budget.stop_limit,
+                        amount=match.budget.amount,
+                        reset_at=match.window.end,
+                    )
+                ticket.holds.append(_Hold(match, result))
+            return ticket
+        finally:
+            if answered:  # the ledger is up: spend waiting in the backlog goes first
+                self._backlog.answered()
 
     def settle(self, ticket: Ticket, actual: Decimal) -> None:
         """Replace the ticket's holds by the call's actual cost; never raises."""
@@ -284,19 +305,27 @@ class BudgetEngine:
             amount = Decimal(0)
         now = self._now()
         for hold in ticket.holds:
-            try:
-                if hold.reservation is not None:
-                    spent = self.ledger.settle(hold.reservation, amount, now=now.timestamp())
-                else:
-                    spent = self.ledger.record(hold.match.key, hold.match.window, amount, now=now.timestamp())
-                self._after_spend(hold.match, spent, now)
-            except Exception:
-                self.stats.count("errors")
-                _log.exception("budget engine: settling on %s failed", hold.match.key)
+            self._backlog.submit(self._op(hold.match, amount, now, now, hold.reservation))
 
     def release(self, ticket: Ticket) -> None:
         """Give back a ticket's holds without spend (the call was not made, or was served from cache)."""
         self.settle(ticket, Decimal(0))
+
+    def _op(
+        self, match: _Match, amount: Decimal, now: datetime, at: datetime, reservation: Reservation | None = None
+    ) -> PendingOp:
+        """One write of spend, with an id of its own so that a retry of it counts once."""
+        return PendingOp(
+            uuid.uuid4().hex, match.key, match.window, amount, now.timestamp(), reservation, (match, at)
+        )
+
+    def _spend_applied(self, op: PendingOp, spent: Decimal) -> None:
+        match, at = op.context
+        self._after_spend(match, spent, at)
+
+    def pending(self) -> tuple[int, Decimal]:
+        """Spend waiting for the ledger: (writes, USD). Non-zero only during and just after an outage."""
+        return self._backlog.pending()
 
     def _release(self, ticket: Ticket, now: datetime) -> None:
         for hold in ticket.holds:
@@ -396,7 +425,11 @@ class BudgetEngine:
     def status(self, attributes: Mapping[str, str]) -> list[BudgetStatus]:
         """Every budget scope that a call with these attributes counts against, now."""
         now = self._now()
-        return [self._status(match, now) for match in self._matches(attributes, now)]
+        matches = self._matches(attributes, now)
+        result = [self._status(match, now) for match in matches]
+        if matches and self._backlog.answered():  # spend that waited for the ledger is in now
+            result = [self._status(match, now) for match in matches]
+        return result
 
     def _tightest(self, attributes: Mapping[str, str]) -> tuple[BudgetStatus | None, Budget | None]:
         try:
@@ -438,7 +471,14 @@ class BudgetEngine:
         Scopes split `by` a dimension list the keys that have spend or reservations in the window.
         """
         now = self._now()
+        result, answered = self._state(now)
+        if answered and self._backlog.answered():  # spend that waited for the ledger is in now
+            result, _ = self._state(now)
+        return result
+
+    def _state(self, now: datetime) -> tuple[list[BudgetStatus], bool]:
         result: list[BudgetStatus] = []
+        answered = False
         for budget in self.config.budgets:
             window = budget.window.at(now)
             fixed = budget.scope.fixed_key()
@@ -448,10 +488,11 @@ class BudgetEngine:
                     result.append(
                         self._status(_Match(budget, BudgetKey(budget.name, scope_key), window), now)
                     )
+                answered = True
             except Exception:
                 self.stats.count("errors")
                 _log.exception("budget engine: reading the state of budget %r failed", budget.name)
-        return result
+        return result, answered
 
     # -- lifecycle --
     def flush(self, timeout: float | None = None) -> bool:
@@ -464,7 +505,9 @@ class BudgetEngine:
         return ok
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush the sinks, and close the ledger and sinks this engine opened itself."""
+        """Replay what waits for the ledger (a last attempt; what is left is logged as lost), flush the
+        sinks, and close the ledger and sinks this engine opened itself."""
+        self._backlog.close(timeout)
         self.flush(timeout)
         for owned in self._owned:
             try:
@@ -480,4 +523,4 @@ class BudgetEngine:
         self.close()
 
 
-__all__ = ["BudgetEngine", "BudgetStatus", "EngineStats", "Hints", "Ticket"]
+__all__ = ["BacklogPolicy", "BudgetEngine", "BudgetStatus", "EngineStats", "Hints", "Ticket"]

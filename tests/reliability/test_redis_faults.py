@@ -205,8 +205,6 @@ def test_ledger_outage_fails_open_and_recovers(durable_redis: ManagedRedis, capl
     "Redis killed while calls settle on the budget ledger, then restarted",
     "the cost of calls that ended during the outage is counted once the ledger is back",
 )
-@pytest.mark.xfail(strict=True, reason="BudgetEngine.settle logs and drops a cost the ledger could not take: "
-                   "calls that end during a ledger outage are never counted (RELIABILITY.md, known gaps)")
 def test_spend_settled_during_an_outage_is_counted_after_recovery(durable_redis: ManagedRedis,
                                                                    record_number: Any,
                                                                    caplog: pytest.LogCaptureFixture) -> None:

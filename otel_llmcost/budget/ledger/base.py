@@ -12,6 +12,10 @@ cannot together spend past a limit:
   alert happen) and is overshot by at most that one call's reserved maximum, however many callers race.
 * `settle(reservation, actual)`: drop the hold and commit the actual cost; works after the hold has
   expired too (the call happened, its cost counts).
+* `record` and `settle` take an optional `op_id`: an operation carrying one is applied at most once
+  (a marker kept `op_ttl` seconds, written in the same atomic step as the spend). A caller that did
+  not hear the answer (a timeout: the server may still run the command) can send it again without
+  counting it twice; the second time changes nothing and returns the window's spend.
 * Reservations never settled (a crashed caller) expire after their TTL and stop counting.
 * `mark_alert(key, alert_id, level)`: True the first time only, so an alert fires once per window even
   across restarts and replicas.
@@ -31,6 +35,9 @@ from ..windows import Window
 
 DEFAULT_TTL = 600.0
 """Seconds a reservation lasts when the caller names no TTL (the engine passes its own)."""
+
+DEFAULT_OP_TTL = 7200.0
+"""Seconds an applied `op_id` is remembered when the caller names no TTL: it must outlast every retry."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,17 @@ class Ledger(Protocol):
 
     uri: str
 
-    def record(self, key: BudgetKey, window: Window, amount: Decimal, *, now: float | None = None) -> Decimal:
-        """Add `amount` to the window's current bucket; return the window's committed spend."""
+    def record(
+        self,
+        key: BudgetKey,
+        window: Window,
+        amount: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
+        """Add `amount` to the window's current bucket (once per `op_id`); return the window's spend."""
         ...
 
     def reserve(
@@ -95,8 +111,16 @@ class Ledger(Protocol):
         """Hold `amount` if spent + reserved < limit (see the module docstring)."""
         ...
 
-    def settle(self, reservation: Reservation, actual: Decimal, *, now: float | None = None) -> Decimal:
-        """Replace the hold by the actual cost; return the reservation window's committed spend."""
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
+        """Replace the hold by the actual cost (once per `op_id`); return the window's committed spend."""
         ...
 
     def spend(self, key: BudgetKey, window: Window, *, now: float | None = None) -> Spend:
@@ -118,6 +142,16 @@ class Ledger(Protocol):
 
 def now_or(now: float | None) -> float:
     return time.time() if now is None else now
+
+
+def check_op(op_id: str | None, op_ttl: float) -> None:
+    """Refuse an operation id no backend can key on, or a marker that would not outlive a retry."""
+    if op_id is None:
+        return
+    if not isinstance(op_id, str) or not op_id or len(op_id) > 200:
+        raise ValueError(f"op_id must be a non-empty string of at most 200 characters, not {op_id!r}")
+    if not op_ttl > 0 or op_ttl == float("inf"):
+        raise ValueError(f"op_ttl must be a positive, finite number of seconds, not {op_ttl!r}")
 
 
 def check_amount(amount: Decimal, what: str = "amount") -> Decimal:

@@ -9,7 +9,17 @@ from decimal import Decimal
 
 from .._money import from_units, to_units
 from ..windows import Window
-from .base import DEFAULT_TTL, BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
+from .base import (
+    DEFAULT_OP_TTL,
+    DEFAULT_TTL,
+    BudgetKey,
+    Refusal,
+    Reservation,
+    Spend,
+    check_amount,
+    check_op,
+    now_or,
+)
 
 _Bucket = tuple[str, str, str]  # budget, scope, bucket id
 _PRUNE_EVERY = 4096
@@ -26,6 +36,7 @@ class MemoryLedger:
         self._scopes: dict[tuple[str, str], set[str]] = {}
         self._keep: dict[_Bucket, float] = {}
         self._alerts: dict[tuple[str, str, str, str], float] = {}
+        self._ops: dict[tuple[str, str], float] = {}  # (budget, op id) -> remembered until
         self._writes = 0
 
     # -- helpers (lock held) --
@@ -52,6 +63,22 @@ class MemoryLedger:
         for mark, keep in list(self._alerts.items()):
             if keep < now:
                 del self._alerts[mark]
+        for op, keep in list(self._ops.items()):
+            if keep < now:
+                del self._ops[op]
+
+    def _first(self, budget: str, op_id: str | None, now: float, ttl: float) -> bool:
+        """True (and the op remembered) unless this op was applied already."""
+        if op_id is None:
+            return True
+        op = (budget, op_id)
+        if self._ops.get(op, -1.0) >= now:
+            return False
+        self._ops[op] = now + ttl
+        return True
+
+    def _total(self, key: BudgetKey, window: Window) -> Decimal:
+        return from_units(sum(self._spent.get((key.budget, key.scope, b), 0) for b in window.buckets))
 
     def _sums(self, key: BudgetKey, window: Window, now: float) -> tuple[int, int]:
         spent = reserved = 0
@@ -68,12 +95,23 @@ class MemoryLedger:
         return spent, reserved
 
     # -- Ledger --
-    def record(self, key: BudgetKey, window: Window, amount: Decimal, *, now: float | None = None) -> Decimal:
-        units = to_units(check_amount(amount))
+    def record(
+        self,
+        key: BudgetKey,
+        window: Window,
+        amount: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
+        units, at = to_units(check_amount(amount)), now_or(now)
+        check_op(op_id, op_ttl)
         with self._lock:
-            cell = self._touch(key, window, window.bucket, now_or(now))
-            self._spent[cell] = self._spent.get(cell, 0) + units
-            return from_units(sum(self._spent.get((key.budget, key.scope, b), 0) for b in window.buckets))
+            if self._first(key.budget, op_id, at, op_ttl):
+                cell = self._touch(key, window, window.bucket, at)
+                self._spent[cell] = self._spent.get(cell, 0) + units
+            return self._total(key, window)
 
     def reserve(
         self,
@@ -96,14 +134,24 @@ class MemoryLedger:
             self._holds.setdefault(cell, {})[hold_id] = (units, at + ttl)
             return Reservation(hold_id, key, window, amount, at + ttl)
 
-    def settle(self, reservation: Reservation, actual: Decimal, *, now: float | None = None) -> Decimal:
-        units = to_units(check_amount(actual, "actual"))
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
+        units, at = to_units(check_amount(actual, "actual")), now_or(now)
+        check_op(op_id, op_ttl)
         key, window = reservation.key, reservation.window
         with self._lock:
-            cell = self._touch(key, window, window.bucket, now_or(now))
-            self._holds.get(cell, {}).pop(reservation.id, None)
-            self._spent[cell] = self._spent.get(cell, 0) + units
-            return from_units(sum(self._spent.get((key.budget, key.scope, b), 0) for b in window.buckets))
+            if self._first(key.budget, op_id, at, op_ttl):
+                cell = self._touch(key, window, window.bucket, at)
+                self._holds.get(cell, {}).pop(reservation.id, None)
+                self._spent[cell] = self._spent.get(cell, 0) + units
+            return self._total(key, window)
 
     def spend(self, key: BudgetKey, window: Window, *, now: float | None = None) -> Spend:
         with self._lock:

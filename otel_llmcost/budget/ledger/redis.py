@@ -16,7 +16,17 @@ from typing import Any
 
 from .._money import from_units, to_units
 from ..windows import Window
-from .base import DEFAULT_TTL, BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
+from .base import (
+    DEFAULT_OP_TTL,
+    DEFAULT_TTL,
+    BudgetKey,
+    Refusal,
+    Reservation,
+    Spend,
+    check_amount,
+    check_op,
+    now_or,
+)
 
 _SCRIPTS = ("record", "reserve", "settle", "spend")
 
@@ -66,6 +76,10 @@ class RedisLedger:
     def _index(self, budget: str, bucket: str) -> str:
         return f"{self._base(budget)}:scopes:{bucket}"
 
+    def _op(self, budget: str, op_id: str | None) -> str:
+        """The marker of an applied operation (a name that is never written when there is no id)."""
+        return f"{self._base(budget)}:op:{op_id or ''}"
+
     def _pairs(self, key: BudgetKey, window: Window) -> list[str]:
         keys: list[str] = []
         for bucket in window.buckets:
@@ -73,12 +87,27 @@ class RedisLedger:
         return keys
 
     # -- Ledger --
-    def record(self, key: BudgetKey, window: Window, amount: Decimal, *, now: float | None = None) -> Decimal:
+    def record(
+        self,
+        key: BudgetKey,
+        window: Window,
+        amount: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
         units = to_units(check_amount(amount))
-        keys = [self._hash(key, window.bucket), self._index(key.budget, window.bucket)]
-        keys += [self._hash(key, bucket) for bucket in window.buckets]
+        check_op(op_id, op_ttl)
+        keys = [
+            self._hash(key, window.bucket),
+            self._index(key.budget, window.bucket),
+            self._op(key.budget, op_id),
+            *(self._hash(key, bucket) for bucket in window.buckets),
+        ]
+        marker = max(_ms(op_ttl), 1) if op_id is not None else 0
         spent = self._scripts["record"](
-            keys=keys, args=[units, _ms(window.keep_until.timestamp()), key.scope]
+            keys=keys, args=[units, _ms(window.keep_until.timestamp()), key.scope, marker]
         )
         return from_units(int(spent))
 
@@ -106,16 +135,27 @@ class RedisLedger:
             return Refusal(key, window, from_units(int(spent)), from_units(int(reserved)), amount, limit)
         return Reservation(hold_id, key, window, amount, at + ttl)
 
-    def settle(self, reservation: Reservation, actual: Decimal, *, now: float | None = None) -> Decimal:
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
         units = to_units(check_amount(actual, "actual"))
+        check_op(op_id, op_ttl)
         key, window = reservation.key, reservation.window
         keys = [
             self._hash(key, window.bucket),
             self._holds(key, window.bucket),
             self._index(key.budget, window.bucket),
+            self._op(key.budget, op_id),
             *(self._hash(key, bucket) for bucket in window.buckets),
         ]
-        args = [reservation.id, units, _ms(window.keep_until.timestamp()), key.scope]
+        marker = max(_ms(op_ttl), 1) if op_id is not None else 0
+        args = [reservation.id, units, _ms(window.keep_until.timestamp()), key.scope, marker]
         return from_units(int(self._scripts["settle"](keys=keys, args=args)))
 
     def spend(self, key: BudgetKey, window: Window, *, now: float | None = None) -> Spend:

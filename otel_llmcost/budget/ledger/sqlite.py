@@ -21,7 +21,17 @@ from pathlib import Path
 
 from .._money import from_units, to_units
 from ..windows import Window
-from .base import DEFAULT_TTL, BudgetKey, Refusal, Reservation, Spend, check_amount, now_or
+from .base import (
+    DEFAULT_OP_TTL,
+    DEFAULT_TTL,
+    BudgetKey,
+    Refusal,
+    Reservation,
+    Spend,
+    check_amount,
+    check_op,
+    now_or,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS budget_spend (
@@ -51,6 +61,12 @@ CREATE TABLE IF NOT EXISTS budget_alerts (
     fired_at REAL NOT NULL,
     keep_until REAL NOT NULL,
     PRIMARY KEY (budget, scope, alert_window, level)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS budget_ops (
+    budget TEXT NOT NULL,
+    id TEXT NOT NULL,
+    keep_until REAL NOT NULL,
+    PRIMARY KEY (budget, id)
 ) WITHOUT ROWID;
 """
 _PRUNE_EVERY = 10_000
@@ -138,13 +154,38 @@ class SQLiteLedger:
         db.execute("DELETE FROM budget_spend WHERE keep_until < ?", (now,))
         db.execute("DELETE FROM budget_reservations WHERE expires_at <= ?", (now,))
         db.execute("DELETE FROM budget_alerts WHERE keep_until < ?", (now,))
+        db.execute("DELETE FROM budget_ops WHERE keep_until < ?", (now,))
+
+    @staticmethod
+    def _first(db: sqlite3.Connection, budget: str, op_id: str | None, now: float, ttl: float) -> bool:
+        """True (and the op remembered, in the caller's transaction) unless it was applied already."""
+        if op_id is None:
+            return True
+        cursor = db.execute(
+            "INSERT INTO budget_ops (budget, id, keep_until) VALUES (?, ?, ?)"
+            " ON CONFLICT (budget, id) DO UPDATE SET keep_until = excluded.keep_until"
+            " WHERE budget_ops.keep_until < ?",
+            (budget, op_id, now + ttl, now),
+        )
+        return cursor.rowcount == 1
 
     # -- Ledger --
-    def record(self, key: BudgetKey, window: Window, amount: Decimal, *, now: float | None = None) -> Decimal:
-        units = to_units(check_amount(amount))
+    def record(
+        self,
+        key: BudgetKey,
+        window: Window,
+        amount: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
+        units, at = to_units(check_amount(amount)), now_or(now)
+        check_op(op_id, op_ttl)
         with self._transaction() as db:
-            self._add(db, key, window, window.bucket, units)
-            self._maybe_prune(db, now_or(now))
+            if self._first(db, key.budget, op_id, at, op_ttl):
+                self._add(db, key, window, window.bucket, units)
+                self._maybe_prune(db, at)
             return from_units(self._spent(db, key, window))
 
     def reserve(
@@ -179,13 +220,23 @@ class SQLiteLedger:
             self._maybe_prune(db, at)
         return Reservation(hold_id, key, window, amount, at + ttl)
 
-    def settle(self, reservation: Reservation, actual: Decimal, *, now: float | None = None) -> Decimal:
-        units = to_units(check_amount(actual, "actual"))
+    def settle(
+        self,
+        reservation: Reservation,
+        actual: Decimal,
+        *,
+        now: float | None = None,
+        op_id: str | None = None,
+        op_ttl: float = DEFAULT_OP_TTL,
+    ) -> Decimal:
+        units, at = to_units(check_amount(actual, "actual")), now_or(now)
+        check_op(op_id, op_ttl)
         key, window = reservation.key, reservation.window
         with self._transaction() as db:
-            db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
-            self._add(db, key, window, window.bucket, units)
-            self._maybe_prune(db, now_or(now))
+            if self._first(db, key.budget, op_id, at, op_ttl):
+                db.execute("DELETE FROM budget_reservations WHERE id = ?", (reservation.id,))
+                self._add(db, key, window, window.bucket, units)
+                self._maybe_prune(db, at)
             return from_units(self._spent(db, key, window))
 
     def spend(self, key: BudgetKey, window: Window, *, now: float | None = None) -> Spend:
