@@ -14,6 +14,7 @@ guard:
     exact: {storage: "sqlite:///llmcost-cache.db", ttl: 3600, max_entries: 10000}
     semantic: {storage: "memory://", embedder: minilm, threshold: 0.78}   # embedder: minilm | hashing
     cache_all: false            # also cache sampled calls (temperature > 0 without a seed)
+    retry_interval: 2           # seconds a failed cache storage is left alone (doubling up to max_retry_interval: 30)
   routing: true                 # route with the `routing:` section (or its defaults)
   hints:                        # budget levels from the shared processor service instead of a local ledger
     url: http://processor:4319  # token from $OTEL_LLMCOST_PROCESSOR_TOKEN
@@ -42,7 +43,7 @@ from .telemetry import Telemetry
 _GUARD_KEYS = {"rate_limits", "budgets", "cache", "routing", "hints"}
 _HINTS_KEYS = {"url", "interval", "timeout", "max_age", "default_level"}
 _RATE_KEYS = {"storage", "key", "default_tier", "on_storage_error", "tiers"}
-_CACHE_KEYS = {"exact", "semantic", "cache_all", "medium_hits"}
+_CACHE_KEYS = {"exact", "semantic", "cache_all", "medium_hits", "retry_interval", "max_retry_interval"}
 
 
 @dataclass
@@ -225,8 +226,10 @@ def _cache(value: Any, source: str, telemetry: Telemetry) -> Any:
                                      options.get("ttl", 3600), options.get("max_entries", 10_000))
         if exact is None and semantic is None:
             return None
+        waits = {k: section[k] for k in ("retry_interval", "max_retry_interval") if k in section}
         return ResponseCache(exact, semantic, cache_all=bool(section.get("cache_all", False)),
-                             medium_hits=bool(section.get("medium_hits", False)), catalog=telemetry.catalog)
+                             medium_hits=bool(section.get("medium_hits", False)), catalog=telemetry.catalog,
+                             **waits)
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
