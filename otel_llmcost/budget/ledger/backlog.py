@@ -99,8 +99,12 @@ class PendingOp:
 
 def takes_op_id(ledger: Ledger) -> bool:
     """Whether the ledger's writes accept `op_id` (ledgers registered by users may predate it)."""
+    def takes(fn: Callable[..., Any]) -> bool:
+        params = inspect.signature(fn).parameters.values()
+        return any(p.name == "op_id" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
     try:
-        return all("op_id" in inspect.signature(fn).parameters for fn in (ledger.settle, ledger.record))
+        return takes(ledger.settle) and takes(ledger.record)
     except (TypeError, ValueError):
         return False
 
