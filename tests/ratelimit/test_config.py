@@ -95,10 +95,11 @@ def test_bad_limiter_arguments() -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("batch_size", 0), ("batch_size", 2.5), ("retries", -1), ("retries", True)]
+    ("option", "value"),
+    [("batch_size", 0), ("batch_size", 2.5), ("retries", -1), ("retries", True), ("batch_in_flight", 0)],
 )
 def test_bad_redis_options(option: str, value: object) -> None:
-    """A Redis storage refuses a batch size below 1 or a negative retry count, naming the option."""
+    """A Redis storage refuses a batch size or batches in flight below 1, or a negative retry count."""
     with pytest.raises(ValueError, match=f"{option} must be a whole number"):
         RateLimiter(DEFAULT_TIERS, "redis://127.0.0.1:1/0", storage_options={option: value})
 
