@@ -84,7 +84,8 @@ ENVIRONMENT: Final = label("deployment.environment.name")
 
 HIT_STATUSES: Final = f"{names.CACHE_EXACT_HIT}|{names.CACHE_SEMANTIC_HIT}"
 LOOKUP_STATUSES: Final = f"{names.CACHE_MISS}|{HIT_STATUSES}"
-"""Lookups that could hit: bypassed calls (not cacheable, or the app said so) are left out of hit rates."""
+"""Lookups that could hit: bypassed calls (not cacheable, the app said so, or the storage is down) are left
+out of hit rates."""
 ROUTED_KINDS: Final = f"{names.ROUTE_COMPLEXITY}|{names.ROUTE_BUDGET_THROTTLE}"
 GUARD_REFUSALS: Final = "BudgetExceededError|RateLimitExceeded|ModelNotAllowedError"
 """error.type of calls our own guard refused: decisions, not provider errors."""

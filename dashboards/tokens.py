@@ -106,7 +106,8 @@ def build() -> dm.Dashboard:
                     "answer not served.", "suffix: lookups",
                     Query(f"sum({m.over_range(refusals)})", "refused", True), ((None, BLUE),)),
         single_stat("Lookups bypassed", "Lookups that skipped the cache over the time range "
-                    "(non-deterministic calls, or cache_control('bypass')).", "suffix: lookups",
+                    "(non-deterministic calls, cache_control('bypass'), or a cache storage that is down and "
+                    "left alone until its next probe).", "suffix: lookups",
                     Query(f"sum({m.over_range(bypassed)})", "bypassed", True)),
         time_series(
             "Application cache lookups by status", "Response-cache lookups per minute by llmcost.cache.status: "
