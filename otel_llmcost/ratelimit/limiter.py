@@ -111,6 +111,7 @@ class RateLimiter:
         if type(self.storage) is MemoryStorage:  # the decision in one frame (see `fastpath`)
             self.acquire = fastpath.memory_acquire(self, self.storage, Permit)  # type: ignore[method-assign]
             self.aacquire = fastpath.memory_aacquire(self.acquire)  # type: ignore[method-assign]
+            self.settle = fastpath.memory_settle(self, self.storage, _check_tokens)  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from otel_llmcost.ratelimit import RateLimiter, RateLimitExceeded, Tier, bucket
+from otel_llmcost.ratelimit import Permit, RateLimiter, RateLimitExceeded, Tier, bucket
 from otel_llmcost.ratelimit.storage import MemoryStorage
 
 from .helpers import FakeClock
@@ -104,3 +104,32 @@ def test_fast_path_keeps_the_limiter_contract() -> None:
     assert info.value.limit == "requests_per_minute"
     assert seen == [too_big.value, info.value]
     assert "retry after 12.000 s" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("actual", "message"),
+    [
+        (-1, "finite number >= 0"),
+        (float("nan"), "finite number >= 0"),
+        ("9", "must be a number"),
+        (True, "number"),
+    ],
+)
+def test_fast_settle_refuses_bad_token_counts(actual: object, message: str) -> None:
+    """The one-frame settle of memory:// refuses what the generic one refuses, with the same message."""
+    limiter = RateLimiter(TIERS, "memory://", clock=FakeClock())
+    assert limiter.settle.__qualname__ == "RateLimiter.settle"  # the fast path is in use
+    permit = limiter.acquire("k", "a", 10)
+    with pytest.raises(ValueError, match=message):
+        limiter.settle(permit, actual)  # type: ignore[arg-type]
+    assert limiter.remaining("k", "a")["tokens_per_day"] == 1_990  # nothing was applied
+
+
+def test_fast_settle_skips_unreserved_and_unknown() -> None:
+    """Settling an unreserved permit does nothing; a permit of a tier the limiter does not know is a ValueError."""
+    limiter = RateLimiter(TIERS, "memory://", clock=FakeClock())
+    limiter.settle(Permit("k", "a", 10, False), 500)
+    assert limiter.remaining("k", "a")["tokens_per_day"] == 2_000
+    limiter.settle(Permit("k", "a", 10, True), 10.0)  # no difference: nothing to do
+    with pytest.raises(ValueError, match="unknown rate-limit tier 'zz'"):
+        limiter.settle(Permit("k", "zz", 10, True), 20)
