@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import threading
 import time
 import weakref
@@ -130,6 +131,7 @@ class Backlog:
         self._replaying = threading.Lock()  # one replayer at a time: keeps the order
         self._wake = threading.Event()
         self._drainer: threading.Thread | None = None
+        self._drainer_pid = 0  # a forked child inherits the handle, not the thread
         self._closed = False
         self._outage_replayed = 0
         self._background_failing = False
@@ -196,7 +198,8 @@ class Backlog:
                 fits = True
                 self._queue.append(op)
                 self._usd += op.amount
-                if self._drainer is None and not self._closed:
+                if self._drainer is None or self._drainer_pid != os.getpid():
+                    self._drainer_pid = os.getpid()
                     self._drainer = threading.Thread(
                         target=_drain,
                         args=(weakref.ref(self), self._wake, self.policy),
@@ -267,20 +270,19 @@ class Backlog:
                 done += 1
                 self._count("replayed", 1)
                 self._applied(op, spent)
-            waiting = bool(self._queue)
+            recovered = 0
+            if done:
+                self._outage_replayed += done
+                if not self._queue:
+                    recovered, self._outage_replayed, self._background_failing = self._outage_replayed, 0, False
         finally:
             self._replaying.release()
-        if done:
-            self._outage_replayed += done
-            if waiting:
-                self._wake.set()  # the ledger is back: let the drainer take the rest now
-            else:
-                _log.warning(
-                    "budget engine: the ledger %s answers again; %d queued cost(s) replayed",
-                    self.ledger.uri, self._outage_replayed,
-                )  # fmt: skip
-                self._outage_replayed = 0
-                self._background_failing = False
+        if recovered:
+            _log.warning(
+                "budget engine: the ledger %s answers again; %d queued cost(s) replayed", self.ledger.uri, recovered
+            )
+        elif done:
+            self._wake.set()  # the ledger is back: let the drainer take the rest now
         return done, False
 
     def _pop(self, op: PendingOp) -> None:
