@@ -60,33 +60,55 @@ SCOPED = 2
 
 
 class AttributeCache:
-    """Encoded `KeyValue` bytes → (key, value, flags, value as text), bounded; safe to share between threads.
+    """Encoded `KeyValue` bytes → what the ingest loop needs of it, bounded; safe to share between threads.
 
-    The flags (`USAGE`, `SCOPED`) are worked out once per distinct attribute, so the per-span loop
-    skips the attributes nobody reads with one test.
+    Three tables, so that a span whose attributes were all seen before is read with C-level `map`s and
+    no Python step per attribute: `known` (every cached attribute, read or not), `usage` (key, value) of
+    the attributes pricing reads, `scoped` (key, value as text) of those budget scopes read. Attributes
+    nobody reads are cached only while their key has shown few distinct values (a temperature or server
+    address repeats; a response id never does, and would only churn the cache). `tables` hands out the
+    current tables once per request: when they grow past `limit` it starts new ones rather than clearing
+    them, so a request on another thread never sees an entry vanish between its `known` test and its reads.
     """
 
-    def __init__(self, usage: frozenset[str], scoped: frozenset[str], limit: int = _CACHE_LIMIT) -> None:
+    def __init__(self, usage: frozenset[str], scoped: frozenset[str], limit: int = _CACHE_LIMIT,
+                 unread_values: int = 256) -> None:
         self.usage = usage
         self.scoped = scoped
         self.limit = limit
-        self.entries: dict[bytes, tuple[str, Any, int, str]] = {}
+        self.unread_values = unread_values
         self.key_flags = {key.encode("utf-8"): (USAGE if key in usage else 0) | (SCOPED if key in scoped else 0)
-                       for key in usage | scoped}
+                          for key in usage | scoped}
+        self._fresh()
 
-    def lookup(self, raw: bytes) -> tuple[str, Any, int, str] | None:
-        """The cached entry for an encoded attribute, parsing it on a miss; None for an attribute
-        nobody reads (told apart by its key bytes alone, so a unique value such as a response id is
-        neither parsed nor cached)."""
-        found = self.entries.get(raw)
-        if found is not None:
-            return found
-        if raw[:1] == b"\n" and len(raw) > 1 and raw[1] < 128 and raw[2:2 + raw[1]] not in self.key_flags:
-            return None  # field 1 (key), a short length, and a key we do not read
-        return self.parse(raw)
+    def _fresh(self) -> None:
+        self.known: set[bytes] = set()
+        self.usage_pairs: dict[bytes, tuple[str, Any]] = {}
+        self.scoped_pairs: dict[bytes, tuple[str, str]] = {}
+        self.unread_seen: dict[bytes, int] = {}
+
+    def tables(self) -> tuple[set[bytes], dict[bytes, tuple[str, Any]], dict[bytes, tuple[str, str]]]:
+        """The (known, usage, scoped) tables a request reads and fills (new ones once over the limit)."""
+        if len(self.known) >= self.limit:
+            self._fresh()  # a crude bound; the working set refills within a few requests
+        return self.known, self.usage_pairs, self.scoped_pairs
+
+    def unread(self, raw: bytes) -> bool:
+        """Whether an attribute outside the tables is one nobody reads (told by its key bytes alone, so a
+        unique value such as a response id is never parsed); remembers it while its key has few values."""
+        if raw[:1] != b"\n" or len(raw) < 2 or raw[1] >= 128:
+            return False  # not the usual short key: let `parse` decide
+        key = raw[2:2 + raw[1]]
+        if key in self.key_flags:
+            return False
+        seen = self.unread_seen.get(key, 0)
+        if seen < self.unread_values:
+            self.unread_seen[key] = seen + 1
+            self.known.add(raw)
+        return True
 
     def parse(self, raw: bytes) -> tuple[str, Any, int, str]:
-        """Parse and cache one encoded attribute (the miss path of `entries.get`)."""
+        """One encoded attribute as (key, value, flags, value as text); the caller caches it (`remember`)."""
         try:
             pair = KeyValue.FromString(raw)
         except DecodeError as exc:
@@ -101,8 +123,15 @@ class AttributeCache:
             parsed = getattr(value, kind)
         key = pair.key
         flags = (USAGE if key in self.usage else 0) | (SCOPED if key in self.scoped else 0)
-        found = (key, parsed, flags, as_text(parsed) if flags & SCOPED else "")
-        if len(self.entries) >= self.limit:
-            self.entries.clear()  # a crude bound; the working set refills within a few requests
-        self.entries[raw] = found
-        return found
+        return key, parsed, flags, as_text(parsed) if flags & SCOPED else ""
+
+    def remember(self, raw: bytes, entry: tuple[str, Any, int, str],
+                 tables: tuple[set[bytes], dict[bytes, tuple[str, Any]], dict[bytes, tuple[str, str]]]) -> None:
+        """Cache a parsed attribute in a request's tables (those it read from: see the class doc)."""
+        known, usage, scoped = tables
+        key, value, flags, text = entry
+        if flags & USAGE:
+            usage[raw] = (key, value)
+        if flags & SCOPED:
+            scoped[raw] = (key, text)
+        known.add(raw)

@@ -12,11 +12,13 @@ import logging
 import threading
 import time
 from decimal import Decimal
+from typing import Any
 
 from ..pricing import ModelPrices, PriceCatalog, UnknownPriceError, Usage, compute
 
 _log = logging.getLogger(__name__)
 _MEMO_LIMIT = 65536
+_NO_LIMIT = 2**62  # input tokens: no price tier above
 _NANO_PER_MTOK = Decimal(1000)  # USD per million tokens → nano-USD per token
 
 
@@ -30,7 +32,7 @@ class ServicePricer:
         self._calls: dict[tuple[object, ...], int | None] = {}
         self._lock = threading.Lock()
         self._rates_day = -1
-        self._rates: dict[tuple[str, str | None], tuple[int, int, int, int] | None] = {}
+        self._rates: dict[tuple[str, str | None], tuple[int, int, int, int, int] | None] = {}
 
     def prices(self, model: str, provider: str | None) -> ModelPrices | None:
         """The model's prices today, or None (unknown: counted by the caller, warned about once)."""
@@ -68,7 +70,7 @@ class ServicePricer:
         rate = getattr(raw, "base", raw)  # tiered prices: the base tier
         return float(Decimal(rate) * _NANO_PER_MTOK)
 
-    def integer_rates_today(self) -> dict[tuple[str, str | None], tuple[int, int, int, int] | None]:
+    def integer_rates_today(self) -> dict[tuple[str, str | None], tuple[int, int, int, int, int] | None]:
         """A cache (model, provider) → `integer_rates`, valid for today (cleared when the day changes,
         as prices change by date); the ingest loop reads it directly and fills it through `_integer_rates`."""
         day = int(time.time() // 86400)
@@ -77,19 +79,26 @@ class ServicePricer:
             self._rates = {}
         return self._rates
 
-    def _integer_rates(self, model: str, provider: str | None) -> tuple[int, int, int, int] | None:
-        """Pico-USD per token (input, cache read, cache write, output) when every rate is a plain
-        number with at most 6 decimals (per million tokens): then a call's cost is integer arithmetic,
-        exactly what `compute` gives, at a fraction of the cost. None: tiered or odd prices."""
+    def _integer_rates(self, model: str, provider: str | None) -> tuple[int, int, int, int, int] | None:
+        """Pico-USD per token (input, cache read, cache write, output) and the most input tokens they hold
+        for, when every rate is a number with at most 6 decimals (per million tokens): then a call's cost
+        is integer arithmetic, exactly what `compute` gives, at a fraction of the cost. Tiered prices give
+        their base rates up to the first tier's start (larger calls take `compute`). None: odd prices."""
         key = ("rates", model, provider, int(time.time() // 86400))
         try:
             return self._calls[key]  # type: ignore[return-value]
         except KeyError:
             pass
         prices = self.prices(model, provider)
-        rates: tuple[int, int, int, int] | None = None
+        rates: tuple[int, int, int, int, int] | None = None
         if prices is not None:
-            raw = [prices.input_mtok, prices.cache_read_mtok, prices.cache_write_mtok, prices.output_mtok]
+            raw: list[Any] = [prices.input_mtok, prices.cache_read_mtok, prices.cache_write_mtok, prices.output_mtok]
+            limit = _NO_LIMIT
+            for index, price in enumerate(raw):
+                tiers = getattr(price, "tiers", None)
+                if tiers is not None:  # the base rate holds while input tokens <= every tier's start
+                    limit = min([limit, *(int(tier.start) for tier in tiers)])
+                    raw[index] = price.base
             raw[0] = raw[0] if raw[0] is not None else 0
             raw[3] = raw[3] if raw[3] is not None else 0
             raw[1] = raw[1] if raw[1] is not None else raw[0]
@@ -97,9 +106,9 @@ class ServicePricer:
             try:
                 scaled = [Decimal(r).scaleb(6) for r in raw]
                 if all(v == v.to_integral_value() for v in scaled):
-                    rates = (int(scaled[0]), int(scaled[1]), int(scaled[2]), int(scaled[3]))
+                    rates = (int(scaled[0]), int(scaled[1]), int(scaled[2]), int(scaled[3]), limit)
             except (TypeError, ArithmeticError, ValueError):
-                rates = None  # tiered prices are objects, not numbers
+                rates = None  # prices of a shape this does not know: `compute` handles them
         with self._lock:
             self._calls[key] = rates  # type: ignore[assignment]
         self.integer_rates_today()[(model, provider)] = rates
@@ -111,7 +120,7 @@ class ServicePricer:
         if cache_read + cache_write > input_tokens:
             cache_read = cache_write = 0  # inconsistent counts: price them all as plain input
         rates = self._integer_rates(model, provider)
-        if rates is not None:
+        if rates is not None and input_tokens <= rates[4]:
             pico = ((input_tokens - cache_read - cache_write) * rates[0] + cache_read * rates[1]
                     + cache_write * rates[2] + output_tokens * rates[3])
             units, rest = divmod(pico, 1000)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import filterfalse
 from typing import Any, Literal
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -30,7 +31,7 @@ from .. import names
 from ..budget.policy import DIMENSIONS
 from .attributes import all_attributes, as_text
 from .events import MAX_FUTURE_NS, MAX_UNITS, SOURCE_SPAN, SPAN, CostEvent, usd_units
-from .lite import SCOPED, USAGE, AttributeCache
+from .lite import AttributeCache
 from .pricing import ServicePricer
 
 SpanAccounting = Literal["off", "foreign", "all"]
@@ -94,9 +95,12 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
     batch = SpansBatch()
     if cache is None or cache.scoped != wanted:
         cache = AttributeCache(USAGE_KEYS, wanted)
-    entries = cache.entries
-    read_keys = cache.key_flags
-    parse = cache.parse
+    tables = cache.tables()
+    known, usage_pairs, scoped_pairs = tables
+    is_known = known.__contains__
+    usage_get = usage_pairs.get
+    scoped_get = scoped_pairs.get
+    unread = cache.unread
     rates = pricer.integer_rates_today()
     events = batch.events
     priced = units_priced = 0
@@ -115,26 +119,19 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
             own_scope = name == _OWN_SCOPE
             batch.spans += len(spans)
             for span in spans:
-                usage: dict[str, Any] = {}
-                attribution = dict(resource) if resource else {}
+                attributes = list(span.attributes)  # one bytes object each (its hash is then cached)
+                # Only the attributes not seen before take a Python step (usually one: the response id,
+                # which nobody reads); a span whose read attributes are all cached is read by C `map`s.
                 try:
-                    for raw in span.attributes:
-                        found = entries.get(raw)
-                        if found is None:
-                            # An attribute nobody reads is skipped by its key bytes alone.
-                            if len(raw) > 2 and raw[1] < 128 and raw[0] == 10 and raw[2:2 + raw[1]] not in read_keys:
-                                continue
-                            found = parse(raw)
-                        flags = found[2]
-                        if flags & USAGE:
-                            usage[found[0]] = found[1]
-                        if flags & SCOPED:
-                            attribution[found[0]] = found[3]
+                    for raw in filterfalse(is_known, attributes):
+                        if not unread(raw):
+                            cache.remember(raw, cache.parse(raw), tables)
                 except ValueError as exc:
                     batch.invalid += 1
                     if len(batch.errors) < 5:
                         batch.errors.append(str(exc))
                     continue
+                usage: dict[str, Any] = dict(filter(None, map(usage_get, attributes)))
                 if not usage:
                     continue
                 units: int | None = None
@@ -151,7 +148,7 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                     rate = rates.get((model, provider), _MISSING) if type(model) is str and model else None
                     if rate is _MISSING:
                         rate = pricer._integer_rates(str(model), provider if type(provider) is str else None)
-                    if rate is not None:
+                    if rate is not None and tokens_in <= rate[4]:  # beyond: a higher price tier
                         pico = ((tokens_in - read - write) * rate[0] + read * rate[1] + write * rate[2]
                                 + tokens_out * rate[3])
                         units, rest = divmod(pico, 1000)
@@ -174,6 +171,8 @@ def extract_spans(request: Any, pricer: ServicePricer, mode: str = "off",
                 units_priced += units
                 if mode == "off" or (mode == "foreign" and (own_scope or (ours and span.parent_span_id in ours))):
                     continue
+                attribution = dict(resource) if resource else {}
+                attribution.update(filter(None, map(scoped_get, attributes)))
                 # fixed64 `end` always fits the 8 bytes of `events.mark_key`, inlined here
                 events.append(CostEvent(SPAN, end.to_bytes(8, "big") + span.trace_id + span.span_id, end, units,
                                         attribution, SOURCE_SPAN))
