@@ -42,7 +42,7 @@ budgets:
   - {{name: per-feature, amount: 1000000, window: day, scope: {{by: feature}}}}
 alerts: {{log: false}}
 processor:
-  span_accounting: all
+  span_accounting: {mode}
   max_body: 64MiB
 """
 
@@ -94,7 +94,7 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return current, peak
 
 
-def count_calls(bodies: list[bytes], markers: list[bytes], spans: int) -> None:
+def count_calls(bodies: list[bytes], markers: list[bytes], spans: int, mode: str) -> None:
     """Function calls per span of the ingest path (decode, price, match, commit), in this process."""
     import cProfile
     import pstats
@@ -104,10 +104,10 @@ def count_calls(bodies: list[bytes], markers: list[bytes], spans: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "processor.yaml"
-        config.write_text(CONFIG.format(db=Path(tmp) / "ledger.db"))
+        config.write_text(CONFIG.format(db=Path(tmp) / "ledger.db", mode=mode))
         store = open_store(f"sqlite:///{Path(tmp) / 'ledger.db'}", retention=86400.0)
         engine = BudgetEngine(load_budget_config(config), store, [])
-        service = ProcessorService(engine, store, ProcessorConfig(span_accounting="all"))
+        service = ProcessorService(engine, store, ProcessorConfig(span_accounting=mode))
         serial = itertools.count(1)
 
         def fresh() -> bytes:
@@ -144,6 +144,9 @@ def main() -> int:
     parser.add_argument("--count-calls", action="store_true",
                         help="also count Python and C function calls per span in-process (a measure of work the "
                              "machine's load does not blur)")
+    parser.add_argument("--span-accounting", choices=("off", "foreign", "all"), default="all",
+                        help="the processor's span_accounting: all (default here) commits every span's dedup mark "
+                             "and spend; off (the processor's default) only prices spans")
     parser.add_argument("--py-spy", metavar="SVG", default=None,
                         help="record a py-spy flame graph of the service during the run (needs py-spy)")
     args = parser.parse_args()
@@ -152,10 +155,11 @@ def main() -> int:
     markers = [rng.randbytes(8) for _ in range(16)]
     bodies = [build_request(rng, args.spans, marker) for marker in markers]
     if args.count_calls:
-        count_calls(bodies, markers, args.spans)
+        count_calls(bodies, markers, args.spans, args.span_accounting)
+    mode = args.span_accounting
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "processor.yaml"
-        config.write_text(CONFIG.format(db=Path(tmp) / "ledger.db"))
+        config.write_text(CONFIG.format(db=Path(tmp) / "ledger.db", mode=mode))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         server = subprocess.Popen(
             [sys.executable, "-m", "otel_llmcost.cli", "processor", "--config", str(config), "--port", "0",
@@ -223,7 +227,7 @@ def main() -> int:
         server.wait(timeout=30)
     spans = sent[0] * args.spans
     print(f"requests: {sent[0]} x {args.spans} spans in {elapsed:.1f} s over {args.connections} connection(s)"
-          f"{' (gzip)' if args.gzip else ''}")
+          f"{' (gzip)' if args.gzip else ''}, span_accounting: {mode}; load average {os.getloadavg()[0]:.1f}")
     print(f"throughput: {spans / elapsed:,.0f} spans/s wall; {spans / max(server_cpu, 1e-9):,.0f} spans per "
           f"server CPU-second (server CPU {server_cpu:.1f} s of {elapsed:.1f} s)")
     if latencies:

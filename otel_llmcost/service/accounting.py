@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import attrgetter
 
 from ..budget.engine import BudgetEngine, _Match
 from ..budget.ledger import BudgetKey
@@ -27,6 +28,8 @@ from .store import IngestStore, Target
 
 _log = logging.getLogger(__name__)
 _MATCH_CACHE_LIMIT = 100_000
+_time = attrgetter("time")
+_source = attrgetter("source")
 
 
 @dataclass
@@ -114,7 +117,8 @@ class Accountant:
         """Commit the events (raises if the store fails: the request must then not be acknowledged)."""
         applied = Applied()
         oldest = int((time.time() - self.store.dedup_window) * 1e9)
-        if any(e.kind != CUMULATIVE and e.time < oldest for e in events):
+        if events and min(map(_time, events)) < oldest \
+                and any(e.kind != CUMULATIVE and e.time < oldest for e in events):
             # Its dedup mark would already be gone: counting it could count a resend twice.
             kept = [e for e in events if e.kind == CUMULATIVE or e.time >= oldest]
             applied.too_old = len(events) - len(kept)
@@ -163,17 +167,23 @@ class Accountant:
                 event_targets.append(found)
         increments = self.store.apply(events, event_targets, targets)
         applied.increments = increments
-        hits: set[tuple[int, ...]] = set()  # the target tuples are shared between events: few distinct
-        counted = duplicates = 0
         by_source = applied.units_by_source
-        for event, units, hit in zip(events, increments, event_targets, strict=True):
-            if units > 0:
-                counted += 1
-                by_source[event.source] = by_source.get(event.source, 0) + units
-                hits.add(hit)
-            elif units < 0:
-                duplicates += 1
-        applied.counted, applied.duplicates = counted, duplicates
+        sources = set(map(_source, events))
+        if min(increments) > 0 and len(sources) == 1:  # the common case, tallied in C: all new, one source
+            hits = set(event_targets)
+            by_source[sources.pop()] = sum(increments)
+            applied.counted = len(events)
+        else:
+            hits = set()  # the target tuples are shared between events: few distinct
+            counted = duplicates = 0
+            for event, units, hit in zip(events, increments, event_targets, strict=True):
+                if units > 0:
+                    counted += 1
+                    by_source[event.source] = by_source.get(event.source, 0) + units
+                    hits.add(hit)
+                elif units < 0:
+                    duplicates += 1
+            applied.counted, applied.duplicates = counted, duplicates
         touched = {index for hit in hits for index in hit}
         if touched:
             with self._dirty_lock:

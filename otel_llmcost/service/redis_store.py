@@ -52,7 +52,7 @@ class RedisIngestStore(RedisLedger):
         return cls(redis.Redis.from_url(url, **options), prefix=prefix, uri=url, retention=retention,
                    dedup_window=dedup_window)
 
-    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
+    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[tuple[int, ...]],
               targets: Sequence[Target], *, now: float | None = None) -> list[int]:
         # Chunks are separate scripts: each is atomic, and a failure after some chunks leaves those
         # committed and marked, so the Collector's retry of the whole request counts only the rest.
@@ -63,7 +63,7 @@ class RedisIngestStore(RedisLedger):
             result += self._apply_chunk(chunk, where, targets)
         return result
 
-    def _apply_chunk(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
+    def _apply_chunk(self, events: Sequence[CostEvent], event_targets: Sequence[tuple[int, ...]],
                      targets: Sequence[Target]) -> list[int]:
         used = sorted({index for where in event_targets for index in where})
         local = {index: position + 1 for position, index in enumerate(used)}

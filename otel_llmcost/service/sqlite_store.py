@@ -75,7 +75,7 @@ class SQLiteIngestStore(SQLiteLedger):
                        (str(time.time_ns()),))
             self.epoch_ns = int(db.execute("SELECT value FROM ingest_meta WHERE name = 'epoch_ns'").fetchone()[0])
 
-    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
+    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[tuple[int, ...]],
               targets: Sequence[Target], *, now: float | None = None) -> list[int]:
         at = time.time() if now is None else now
         series_keys = list({e.key for e in events if e.kind == CUMULATIVE})
@@ -90,6 +90,22 @@ class SQLiteIngestStore(SQLiteLedger):
             seen = self._marks(db, mark_keys)
             changed: dict[bytes, tuple[int, float, int]] = {}
             spend = [0] * len(targets)
+            if not series_keys and not seen and len(mark_keys) == len(events):
+                # The common case (spans or delta points, none counted before, no key twice): every
+                # event counts in full; its units go to the targets it shares with most others.
+                increments = [event.units for event in events]
+            if increments and min(increments) >= 0:
+                by_targets: dict[tuple[int, ...], int] = {}
+                get = by_targets.get
+                for where, units in zip(event_targets, increments, strict=True):
+                    by_targets[where] = get(where, 0) + units
+                for where, units in by_targets.items():
+                    if units > 0:
+                        for index in where:
+                            spend[index] += units
+                events = event_targets = ()  # nothing left for the general loop below
+            else:
+                increments = []
             for event, where in zip(events, event_targets, strict=True):
                 if event.kind == CUMULATIVE:
                     state = states.get(event.key)

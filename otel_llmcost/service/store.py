@@ -45,7 +45,7 @@ class IngestStore(Ledger, Protocol):
     dedup_window: float
     """Seconds a delta point or span is remembered, counted back from its own timestamp."""
 
-    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[Sequence[int]],
+    def apply(self, events: Sequence[CostEvent], event_targets: Sequence[tuple[int, ...]],
               targets: Sequence[Target], *, now: float | None = None) -> list[int]:
         """Commit the events' increments and marks and add them to `targets` (by index); return the
         units counted for each event: 0 for a baseline or no change, -1 for one already counted."""

@@ -4,6 +4,7 @@ cached attribute tables must give exactly what `pricing.compute` and a cold pars
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 from typing import Any
 
 from otel_llmcost.pricing import PriceCatalog, Usage, compute
@@ -12,7 +13,7 @@ from otel_llmcost.service.lite import AttributeCache
 from otel_llmcost.service.pricing import ServicePricer
 from otel_llmcost.service.spans import USAGE_KEYS, attribution_keys, extract_spans
 
-from .otlp_builders import span_request
+from .otlp_builders import post, span_request
 
 AHEAD = 2 * 3600 * 10**9  # the builders stamp spans an hour ahead
 MODELS = [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("anthropic", "claude-haiku-4-5"),
@@ -99,3 +100,31 @@ def test_a_malformed_attribute_rejects_its_span_only() -> None:
     batch = extract_spans(request, ServicePricer(), "all", wanted, AttributeCache(USAGE_KEYS, wanted), AHEAD)
     assert (batch.priced, batch.invalid) == (2, 1)
     assert "not a valid KeyValue" in batch.errors[0]
+
+
+def test_span_spend_counts_each_span_once_whatever_the_batch(start_processor) -> None:
+    """All new (the tallied fast path), a span twice in one request, a whole resend and a partial one:
+    each span's cost lands once in every budget it matches."""
+    catalog = PriceCatalog()
+    p = start_processor(span_accounting="all")
+    rng = random.Random(5)
+    specs, _ = _spans(rng, 6)
+    for spec in specs:
+        spec["trace_id"], spec["span_id"] = rng.randbytes(16), rng.randbytes(8)
+
+    def cost(spec: dict[str, Any]) -> Decimal:
+        a = spec["attributes"]
+        usage = Usage(a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"],
+                      a["gen_ai.usage.cache_read.input_tokens"], a["gen_ai.usage.cache_creation.input_tokens"])
+        return catalog.cost(usage, a["gen_ai.request.model"], a["gen_ai.provider.name"]).total
+
+    batches = [specs[0:2], specs[2:4] + [specs[2]], specs[0:2], [specs[1], specs[4], specs[5]]]
+    for batch in batches:
+        assert post(f"{p.url}/v1/traces", span_request(batch).SerializeToString())[0] == 200
+    assert p.spend("monthly") == sum((cost(s) for s in specs), Decimal(0))
+    counters = p.service.counters
+    assert counters.get("llmcost_processor_spans_total", result="counted") == 6
+    assert counters.get("llmcost_processor_spans_total", result="duplicate") == 4
+    carol = [s for s in specs if s["attributes"]["llmcost.user.id"] == specs[3]["attributes"]["llmcost.user.id"]]
+    assert p.spend("per-user", f"user={specs[3]['attributes']['llmcost.user.id']}") == \
+        sum((cost(s) for s in carol), Decimal(0))
