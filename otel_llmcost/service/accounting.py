@@ -28,6 +28,7 @@ from .store import IngestStore, Target
 
 _log = logging.getLogger(__name__)
 _MATCH_CACHE_LIMIT = 100_000
+_CELLS_LIMIT = 20_000  # scope values whose budget instances are kept (a few hundred bytes each)
 _time = attrgetter("time")
 _source = attrgetter("source")
 
@@ -81,6 +82,8 @@ class Accountant:
         self._reads = tuple(dict.fromkeys(name for b in self._budgets for name in _scope_attributes(b)))
         self._scopes: dict[tuple[str | None, ...], list[tuple[int, str]]] = {}
         self._lock = threading.Lock()
+        self._cells: dict[tuple[str | None, ...], tuple[tuple[tuple[str, str, str], Target], ...]] = {}
+        self._cells_span = (0.0, 0.0)
         self._dirty: dict[tuple[str, str, str], Target] = {}
         self._dirty_lock = threading.Lock()
 
@@ -113,6 +116,17 @@ class Accountant:
             self._scopes[values] = found
         return found
 
+    def _cells_at(self, attribution: dict[str, str], values: tuple[str | None, ...], seconds: float
+                  ) -> tuple[tuple[tuple[str, str, str], Target], ...]:
+        """The budget instances (cell: budget, scope key, bucket; and its target) an event at `seconds`
+        with these scope values counts against."""
+        found = []
+        for budget_index, scope_key in self._scope_keys(attribution, values):
+            window = self._windows[budget_index].at(seconds)
+            name = self._budgets[budget_index].name
+            found.append(((name, scope_key, window.bucket), Target(BudgetKey(name, scope_key), window)))
+        return tuple(found)
+
     def apply(self, events: Sequence[CostEvent]) -> Applied:
         """Commit the events (raises if the store fails: the request must then not be acknowledged)."""
         applied = Applied()
@@ -126,17 +140,21 @@ class Accountant:
         if not events:
             return applied
         targets: list[Target] = []
-        index_of: dict[tuple[int, str, str], int] = {}
+        index_of: dict[tuple[str, str, str], int] = {}
         event_targets: list[tuple[int, ...]] = []
         now = time.time()
-        windows = self._windows
         reads = self._reads
         with self._lock:  # the caches are not thread-safe; matching is cheap next to the commit
             # Events whose time falls in the windows current at the first event (nearly all of them)
-            # share their targets by scope values alone: one tuple and one look-up per event.
+            # share their targets by scope values alone: one tuple and one look-up per event, and the
+            # budget instances of each scope value are kept from request to request while the windows last.
             low, high = self._span(min(events[0].time / 1e9, now))
+            if (low, high) != self._cells_span:
+                self._cells, self._cells_span = {}, (low, high)
+            elif len(self._cells) > _CELLS_LIMIT:
+                self._cells = {}
+            cells = self._cells
             shared: dict[tuple[str | None, ...], tuple[int, ...]] = {}
-            current: dict[tuple[int, str], int] = {}  # (budget, scope key) → target, in the current windows
             for event in events:
                 # A point stamped in the future (a skewed client clock) counts in the current window.
                 seconds = min(event.time / 1e9, now)
@@ -147,19 +165,17 @@ class Accountant:
                     if known is not None:
                         event_targets.append(known)
                         continue
+                    pairs = cells.get(values)
+                    if pairs is None:
+                        pairs = cells[values] = self._cells_at(event.attribution, values, seconds)
+                else:
+                    pairs = self._cells_at(event.attribution, values, seconds)
                 where = []
-                for match in self._scope_keys(event.attribution, values):
-                    position = current.get(match) if inside else None
+                for cell, target in pairs:
+                    position = index_of.get(cell)
                     if position is None:
-                        budget_index, scope_key = match
-                        window = windows[budget_index].at(seconds)
-                        cell = (budget_index, scope_key, window.bucket)
-                        position = index_of.get(cell)
-                        if position is None:
-                            position = index_of[cell] = len(targets)
-                            targets.append(Target(BudgetKey(self._budgets[budget_index].name, scope_key), window))
-                        if inside:
-                            current[match] = position
+                        position = index_of[cell] = len(targets)
+                        targets.append(target)
                     where.append(position)
                 found = tuple(where)
                 if inside:
