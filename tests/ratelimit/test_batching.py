@@ -328,8 +328,12 @@ def test_a_forked_child_does_not_wait_for_its_parents_batch(redis_server: RedisS
         combiner._leaders = 1  # as if another thread were waiting for a reply at the fork
         child = context.Process(target=_call_in_forked_child, args=(limiter, theirs))
         child.start()
-    assert mine.poll(30), "the child waited for a batch that its parent was sending"
-    assert mine.recv() is True
-    child.join(timeout=10)
-    combiner._leaders = 0
-    limiter.close()
+    try:
+        assert mine.poll(30), "the child waited for a batch that its parent was sending"
+        assert mine.recv() is True
+        child.join(timeout=10)
+    finally:
+        if child.is_alive():
+            child.kill()
+        combiner._leaders = 0
+        limiter.close()
