@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
+from .._yaml_lines import At as _At
+from .._yaml_lines import DecimalLineLoader, read_yaml
+from .._yaml_lines import YList as _YList
+from .._yaml_lines import YMap as _YMap
 from ..environment_variables import OTEL_LLMCOST_CONFIG
 from .errors import ConfigError
 from .levels import ForecastPolicy, Thresholds
@@ -69,109 +69,7 @@ _TOP_KEYS = (
 _BUDGET_KEYS = ("name", "amount", "window", "timezone", "scope", "thresholds", "forecast", "allowed_models")
 
 
-# --- YAML with line numbers -------------------------------------------------------------------------
-class _YMap(dict):
-    """A mapping read from YAML that remembers the line of itself and of each key."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.line: int | None = None
-        self.key_lines: dict[Any, int] = {}
-
-
-class _YList(list):
-    """A sequence read from YAML that remembers the line of itself and of each item."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.line: int | None = None
-        self.item_lines: list[int] = []
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _YMap:
-    loader.flatten_mapping(node)
-    result = _YMap()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, (str, int, bool, Decimal)) and key is not None:
-            raise ConfigError(f"{key!r} cannot be a key", line=line)
-        if key in result:
-            raise ConfigError(f"key {key!r} appears twice (first on line {result.key_lines[key]})", line=line)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = line
-    return result
-
-
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _YList:
-    result = _YList(loader.construct_object(child, deep=True) for child in node.value)
-    result.line = node.start_mark.line + 1
-    result.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return result
-
-
-def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> object:
-    try:
-        return Decimal(str(node.value).replace("_", ""))
-    except InvalidOperation:
-        return loader.construct_yaml_float(node)  # .inf, .nan: rejected later as not finite
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-
-
-# --- Where we are in the document -------------------------------------------------------------------
-class _At:
-    """A position in the config: dotted field path, line, source; makes errors that name all three."""
-
-    def __init__(self, source: str | None, path: str = "", line: int | None = None) -> None:
-        self.source, self.path, self.line = source, path, line
-
-    def key(self, mapping: Mapping[Any, Any], key: str) -> _At:
-        line = mapping.key_lines.get(key) if isinstance(mapping, _YMap) else None
-        return _At(self.source, f"{self.path}.{key}" if self.path else key, line or self.line)
-
-    def item(self, seq: Any, index: int) -> _At:
-        line = seq.item_lines[index] if isinstance(seq, _YList) else None
-        return _At(self.source, f"{self.path}[{index}]", line or self.line)
-
-    def error(self, message: str) -> ConfigError:
-        return ConfigError(message, field=self.path or None, line=self.line, source=self.source)
-
-    def build(self, node: object, make: Callable[[], T]) -> T:
-        """Run a dataclass constructor; its ConfigError is re-aimed at the field inside `node`."""
-        try:
-            return make()
-        except ConfigError as err:
-            if err.source is not None:
-                raise
-            raise self._rebase(err, node) from None
-
-    def _rebase(self, err: ConfigError, node: object) -> ConfigError:
-        line, current = self.line, node
-        relative = err.field or ""
-        for token in re.findall(r"\[\d+\]|[^.\[\]]+", relative):
-            if token.startswith("["):
-                index = int(token[1:-1])
-                if not isinstance(current, _YList) or index >= len(current):
-                    break
-                line, current = current.item_lines[index], current[index]
-            else:
-                if not isinstance(current, _YMap) or token not in current:
-                    break
-                line, current = current.key_lines[token], current[token]
-        path = ".".join(p for p in (self.path, relative) if p).replace(".[", "[")
-        return ConfigError(err.message, field=path or None, line=line, source=self.source)
-
-
+# --- Reading the document ------------------------------------------------------------------------
 def _mapping(value: object, at: _At, what: str = "a mapping") -> Mapping[Any, Any]:
     if not isinstance(value, Mapping):
         raise at.error(f"expected {what}, got {_kind(value)}")
@@ -452,23 +350,5 @@ def load_budget_config(path: str | os.PathLike[str] | None = None) -> BudgetConf
         if path is None:
             raise ConfigError(f"no config file given and {OTEL_LLMCOST_CONFIG} is not set")
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}", source=source) from exc
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - our loader is a SafeLoader subclass
-    except ConfigError as err:
-        raise ConfigError(err.message, field=err.field, line=err.line, source=source) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and context_mark is not None:
-            problem = f"{problem} ({context} started on line {context_mark.line + 1})"
-        raise ConfigError(
-            f"not valid YAML: {problem}", line=mark.line + 1 if mark else None, source=source
-        ) from None
-    except RecursionError:
-        raise ConfigError("nested too deeply (or a YAML alias that contains itself)", source=source) from None
+    data = read_yaml(path, DecimalLineLoader)
     return parse_budget_config(data, source)

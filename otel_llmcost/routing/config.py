@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
+from .._yaml_lines import At as _At
+from .._yaml_lines import read_yaml
 from ..budget.errors import ConfigError
 from ..environment_variables import OTEL_LLMCOST_CONFIG
 from .complexity import COMPLEXITIES, Classifier, Complexity
@@ -71,50 +71,6 @@ class RoutingConfig:
 
             embedder = MiniLMEmbedder()
         return KNNClassifier(embedder, examples, k=self.k)
-
-
-# --- YAML that remembers lines -----------------------------------------------------------------------
-class _LineDict(dict):  # type: ignore[type-arg, unused-ignore]
-    line: int | None = None
-    key_lines: dict[Any, int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    result = _LineDict()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, (str, int, float, bool)) and key is not None:
-            raise ConfigError(f"{key!r} cannot be a key", line=line)
-        if key in result:
-            raise ConfigError(f"key {key!r} appears twice (first on line {result.key_lines[key]})", line=line)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = line
-    return result
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-
-
-class _At:
-    """A place in the document (dotted field, line, file) that makes errors naming all three."""
-
-    def __init__(self, source: str | None, path: str, line: int | None) -> None:
-        self.source, self.path, self.line = source, path, line
-
-    def key(self, mapping: Mapping[Any, Any], key: Any) -> _At:
-        line = mapping.key_lines.get(key) if isinstance(mapping, _LineDict) else None
-        return _At(self.source, f"{self.path}.{key}", line or self.line)
-
-    def error(self, message: str) -> ConfigError:
-        return ConfigError(message, field=self.path, line=self.line, source=self.source)
 
 
 def _kind(value: object) -> str:
@@ -248,18 +204,5 @@ def load_routing_config(path: str | os.PathLike[str] | None = None) -> RoutingCo
         if path is None:
             return RoutingConfig(default_table())
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file: {exc.strerror or exc}", source=source) from exc
-    try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
-    except ConfigError as err:
-        raise ConfigError(err.message, field=err.field, line=err.line, source=source) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"not valid YAML: {problem}", line=mark.line + 1 if mark else None, source=source) from None
-    except RecursionError:
-        raise ConfigError("nested too deeply (or a YAML alias that contains itself)", source=source) from None
+    data = read_yaml(path)
     return parse_routing_config(data, source)
