@@ -75,7 +75,11 @@ def run_demo(store: Path | None = None, calls: int = 60, output: IO[str] | None 
     """
     out = output or sys.stdout
     if not _installed("openai") and not _installed("anthropic"):
-        print("otel-llmcost demo needs the openai or anthropic SDK: pip install 'otel-llmcost[openai,anthropic]'",
+        print("otel-llmcost demo needs the openai or anthropic SDK: pip install 'otel-llmcost[demo]'",
+              file=sys.stderr)
+        return 2
+    if not _installed("numpy"):  # the guarded run's semantic cache
+        print("otel-llmcost demo needs numpy for its response cache: pip install 'otel-llmcost[demo]'",
               file=sys.stderr)
         return 2
     exports: Exports = _no_exports

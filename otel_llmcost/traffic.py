@@ -222,7 +222,7 @@ def run_traffic(
         if not clients:
             setup.shutdown()
             print("otel-llmcost demo --traffic needs the openai, anthropic or google-genai SDK: "
-                  "pip install 'otel-llmcost[openai,anthropic,google-genai]'", file=sys.stderr)
+                  "pip install 'otel-llmcost[demo]'", file=sys.stderr)
             return 2
         print(f"Traffic: {rate:g} calls/s through the cost guard, OTLP to {otlp_target()} "
               f"(service {resource.attributes.get(SERVICE_NAME)}), "

@@ -29,7 +29,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("otel_llmcost.cache needs numpy: pip install 'otel-llmcost[cache]'") from exc
 
 __all__ = [
     "Embedder",
