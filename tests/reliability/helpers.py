@@ -306,3 +306,32 @@ class Processor:
         self._context.__exit__(None, None, None)
         self.engine.close()
         self.store.close()
+
+
+class WebhookReceiver:
+    """A webhook endpoint on loopback that keeps each request's headers and raw body (`got` is set on each)."""
+
+    def __init__(self, path: str = "/hook") -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.got = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), body))
+                receiver.got.set()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

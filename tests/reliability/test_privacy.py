@@ -15,10 +15,8 @@ import asyncio
 import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,7 @@ from otel_llmcost.ratelimit import RateLimiter, Tier
 from otel_llmcost.store import LocalStoreSpanExporter
 from otel_llmcost.testing.llm_server import LoopbackLLMServer, Reply
 
-from .helpers import leaks, metric_haystacks, span_haystacks
+from .helpers import WebhookReceiver, leaks, metric_haystacks, span_haystacks
 
 KEYS = {
     "openai": "sk-proj-CANARYKEYopenai0123456789abcdef",
@@ -64,36 +62,9 @@ TEXT = [PROMPT.split()[0], SYSTEM.split()[0], ANSWER.split()[0]]
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "gemini-2.5-flash"}
 
 
-class HookReceiver:
-    """A webhook endpoint on loopback keeping every request's headers and body."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hooks() -> Iterator[HookReceiver]:
-    receiver = HookReceiver()
+def hooks() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver("/hook")
     yield receiver
     receiver.close()
 
@@ -180,7 +151,7 @@ def run_workload(server: LoopbackLLMServer) -> list[str]:
     return seen
 
 
-def build(tmp_path: Path, hooks: HookReceiver, capture: bool) -> dict[str, Any]:
+def build(tmp_path: Path, hooks: WebhookReceiver, capture: bool) -> dict[str, Any]:
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -207,7 +178,7 @@ def build(tmp_path: Path, hooks: HookReceiver, capture: bool) -> dict[str, Any]:
             "tracer_provider": tracer_provider, "logger_provider": logger_provider}
 
 
-def haystacks(rig: dict[str, Any], hooks: HookReceiver, caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any]]:
+def haystacks(rig: dict[str, Any], hooks: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any]]:
     rig["engine"].flush(10)
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     found: list[tuple[str, Any]] = list(span_haystacks(rig["spans"].get_finished_spans()))
@@ -241,7 +212,7 @@ def uninstrument() -> Iterator[None]:
     "no canary in any span attribute/event/link/status, metric point, log record or traceback, webhook "
     "payload or header, OpenTelemetry alert record, or embedded-store row",
 )
-def test_no_text_and_no_keys_in_anything_emitted(tmp_path: Path, hooks: HookReceiver, llm_server: LoopbackLLMServer,
+def test_no_text_and_no_keys_in_anything_emitted(tmp_path: Path, hooks: WebhookReceiver, llm_server: LoopbackLLMServer,
                                                   caplog: pytest.LogCaptureFixture, uninstrument: None,
                                                   record_number: Any) -> None:
     """Nothing we emit carries prompt or response text or an API key when capture is off."""
@@ -268,7 +239,7 @@ def test_no_text_and_no_keys_in_anything_emitted(tmp_path: Path, hooks: HookRece
     "prompt and response text appear on the spans (the opt-in works); API keys and the webhook secret "
     "still appear nowhere",
 )
-def test_opt_in_capture_records_text_but_never_keys(tmp_path: Path, hooks: HookReceiver,
+def test_opt_in_capture_records_text_but_never_keys(tmp_path: Path, hooks: WebhookReceiver,
                                                     llm_server: LoopbackLLMServer,
                                                     caplog: pytest.LogCaptureFixture, uninstrument: None) -> None:
     """Capture on: the canary text is on the spans of every SDK; the keys never are."""
@@ -303,7 +274,7 @@ ECHOES = {
 )
 @pytest.mark.parametrize("provider", list(ECHOES))
 def test_provider_error_echoing_secrets_is_not_copied_into_telemetry(
-        provider: str, tmp_path: Path, hooks: HookReceiver, llm_server: LoopbackLLMServer,
+        provider: str, tmp_path: Path, hooks: WebhookReceiver, llm_server: LoopbackLLMServer,
         caplog: pytest.LogCaptureFixture, uninstrument: None) -> None:
     """A provider error quoting the key or prompt stays in the app's exception, out of our telemetry."""
     caplog.set_level(logging.DEBUG)

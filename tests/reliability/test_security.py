@@ -12,12 +12,10 @@ import hashlib
 import hmac
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +23,15 @@ import pytest
 
 from otel_llmcost.budget import Alert, WebhookSink, verify_signature
 
-from .helpers import Processor
+from .helpers import Processor, WebhookReceiver
 
 SECRET = "whsec-reliability-0123456789"
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-class Hook:
-    """A webhook endpoint on loopback that keeps each request's headers and raw body."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.got = threading.Event()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.requests.append((dict(self.headers), body))
-                hook.got.set()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def hook() -> Iterator[Hook]:
-    made = Hook()
+def hook() -> Iterator[WebhookReceiver]:
+    made = WebhookReceiver("/alerts")
     yield made
     made.close()
 
@@ -82,7 +51,7 @@ def readme_recipe(secret: str, header: str, body: bytes) -> bool:
     covered_by=["tests/budget/test_webhook.py::test_signed_json_is_retried_after_a_500_and_verifies"],
 )
 @pytest.mark.parametrize("fmt", ["json", "slack"])
-def test_webhook_alerts_are_signed_as_documented(hook: Hook, fmt: str) -> None:
+def test_webhook_alerts_are_signed_as_documented(hook: WebhookReceiver, fmt: str) -> None:
     """The README's recipe verifies a real delivery; every alteration of it fails verification."""
     documented = README.read_text(encoding="utf-8")
     assert re.search(r"X-LLMCost-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256\(secret, \"<t>\.<raw body>\"\)>",
