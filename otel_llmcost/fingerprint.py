@@ -56,6 +56,7 @@ PREFIX_BOUNDARIES: Final = tuple(1024 * 2**i for i in range(8))
 """1024 ... 131072 estimated tokens: provider caches start at 1024 (OpenAI, most Anthropic models)."""
 _COMPLEXITY_TEXT_CAP = 2000
 _SEPARATOR = "\x1f"
+_MAX_DEPTH = 16
 # Keys of the request that make up the prompt, in the order providers cache it (tools, system, turns).
 _PROMPT_KEYS = ("tools", "system", "instructions", "messages", "input", "contents", "prompt")
 _NOT_ANSWER_PARAMS = frozenset(_PROMPT_KEYS) | {
@@ -116,30 +117,42 @@ def reset_key() -> None:
         _sample = None
 
 
-def _pieces(value: Any, depth: int = 0) -> Iterator[str]:
-    """The strings of a prompt structure in order: keys and values of mappings, items of lists,
-    SDK objects through `model_dump()`. Images and files count by their encoded data, like text."""
-    if depth > 16 or value is None:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if item is None:
-                continue
-            yield str(key)
-            yield from _pieces(item, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _pieces(item, depth + 1)
-    elif isinstance(value, (bool, int, float)):
-        yield repr(value)
-    elif isinstance(value, (bytes, bytearray)):
-        yield bytes(value).hex()
-    else:
-        dump = getattr(value, "model_dump", None)
-        if callable(dump):
-            yield from _pieces(dump(exclude_none=True), depth + 1)
+def _flatten(value: Any, out: list[str], depth: int = 0) -> None:
+    """Append the strings of a prompt structure to `out` in order: keys and values of mappings, items of
+    lists, SDK objects through `model_dump()`. Images and files count by their encoded data, like text.
+
+    A loop over an explicit stack, not recursive generators: this runs on every call's path, where a
+    generator per nesting level made ~80 Python calls for a two-message chat. The order of the strings is
+    the hashes' contract with data recorded earlier (tests pin it)."""
+    append = out.append
+    stack: list[tuple[Any, int]] = [(value, depth)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, level = pop()
+        if level > _MAX_DEPTH or item is None:
+            continue
+        cls = item.__class__
+        if cls is str:
+            append(item)
+        elif cls is dict or isinstance(item, Mapping):
+            # Reversed onto the stack so that they come off in the mapping's order: key, then its value.
+            for key, child in reversed(list(item.items())):
+                if child is not None:
+                    push((child, level + 1))
+                    push((str(key), level))
+        elif cls is list or cls is tuple or isinstance(item, (list, tuple)):
+            for child in reversed(item):
+                push((child, level + 1))
+        elif isinstance(item, str):
+            append(item)
+        elif isinstance(item, (bool, int, float)):
+            append(repr(item))
+        elif isinstance(item, (bytes, bytearray)):
+            append(bytes(item).hex())
+        else:
+            dump = getattr(item, "model_dump", None)
+            if callable(dump):
+                push((dump(exclude_none=True), level + 1))
 
 
 def _config_get(config: Any, name: str) -> Any:
@@ -148,16 +161,18 @@ def _config_get(config: Any, name: str) -> Any:
     return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
 
 
-def _prompt_parts(kwargs: Mapping[str, Any]) -> Iterator[str]:
+def _prompt_parts(kwargs: Mapping[str, Any]) -> list[str]:
+    parts: list[str] = []
     config = kwargs.get("config")  # google-genai keeps tools and the system instruction here
     for key in _PROMPT_KEYS:
-        if key == "messages":
-            yield from _pieces(_config_get(config, "tools"))
-            yield from _pieces(_config_get(config, "system_instruction"))
+        if key == "messages" and config is not None:
+            _flatten(_config_get(config, "tools"), parts)
+            _flatten(_config_get(config, "system_instruction"), parts)
         value = kwargs.get(key)
         if value is not None:
-            yield key
-            yield from _pieces(value)
+            parts.append(key)
+            _flatten(value, parts)
+    return parts
 
 
 def complexity_sample() -> float:
@@ -202,8 +217,9 @@ def fingerprint(provider: str, model: str, kwargs: Mapping[str, Any], *,
     query = prefix.copy()  # the rest of the prompt, then who answers it and how
     rest = [text[done:], provider, model]
     for name in sorted(kwargs):
-        if name not in _NOT_ANSWER_PARAMS and name != "model":
-            rest.extend(_pieces({name: kwargs[name]}))
+        if name not in _NOT_ANSWER_PARAMS and name != "model" and kwargs[name] is not None:
+            rest.append(name)
+            _flatten(kwargs[name], rest, 1)
     query.update(_SEPARATOR.join(rest).encode("utf-8", "surrogatepass"))
     attributes: dict[str, Any] = {names.LLMCOST_QUERY_HASH: query.hexdigest()}
     if hashes:

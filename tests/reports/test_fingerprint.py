@@ -176,3 +176,59 @@ def test_advise_finds_the_repeated_prefix_of_real_calls(classify_all, llm_server
     assert advice["app_caching"]["evidence"]["exact_duplicates"] == 1
     assert advice["batching"]["sample"] == 3
     assert advice["routing"]["evidence"]["calls_classified"] == 3
+
+
+def _blake(key: bytes, text: str) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(key=key, digest_size=16, person=b"llmcost-prefix")
+    digest.update(text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def test_hashes_follow_the_documented_serialisation(monkeypatch):
+    """Hashes recorded by earlier releases must stay comparable: the text hashed is the prompt's strings in
+    prompt-cache order joined by U+001F (mapping keys, then values; list items; SDK objects by their
+    dump; numbers by repr), then provider, model and the answer-changing parameters sorted by name."""
+    from pydantic import BaseModel
+
+    class Part(BaseModel):
+        type: str
+        text: str | None = None
+
+    monkeypatch.setenv(fingerprint.OTEL_LLMCOST_FINGERPRINT_KEY, "pinned")
+    fingerprint.reset_key()
+    key = fingerprint.hash_key()
+    kwargs = {
+        "model": "gpt-5.4",
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": [Part(type="text", text="hi"), {"n": 2, "skip": None}]}],
+        "tools": [{"name": "t", "deep": [[{"x": (1.5, True)}]]}],
+        "temperature": 0, "seed": 7, "timeout": 3, "response_format": {"type": "json_object"},
+    }
+    prompt = ["tools", "name", "t", "deep", "x", "1.5", "True",
+              "messages", "role", "system", "content", "Be brief.", "role", "user", "content",
+              "type", "text", "text", "hi", "n", "2"]
+    rest = ["openai", "gpt-5.4", "response_format", "type", "json_object", "seed", "7", "temperature", "0"]
+    expected = _blake(key, "\x1f".join(prompt) + "\x1f".join([""] + rest))
+    got = fingerprint.fingerprint("openai", "gpt-5.4", kwargs, complexity_rate=0.0)
+    assert got == {names.LLMCOST_QUERY_HASH: expected}
+
+
+def test_prefix_hashes_cover_whole_boundaries_and_deep_nesting_stops():
+    """A prompt of 7,500 characters has one prefix hash (the first 1,024 estimated tokens = 4,096 chars);
+    nesting deeper than the walk follows is left out instead of recursing without end."""
+    fingerprint.reset_key()
+    key = fingerprint.hash_key()
+    text = "word " * 1500
+    kwargs = {"messages": [{"role": "user", "content": text}]}
+    got = fingerprint.fingerprint("openai", "m", kwargs, complexity_rate=0.0)
+    joined = "\x1f".join(["messages", "role", "user", "content", text])
+    assert got[names.LLMCOST_PROMPT_PREFIX_TOKENS] == (1024,)
+    assert got[names.LLMCOST_PROMPT_PREFIX_HASHES] == (_blake(key, joined[:4096]),)
+    nested: object = "bottom"
+    for _ in range(200):
+        nested = [nested]
+    deep = fingerprint.fingerprint("openai", "m", {"messages": nested}, complexity_rate=0.0)
+    shallow = fingerprint.fingerprint("openai", "m", {"messages": [[[]]]}, complexity_rate=0.0)
+    assert deep[names.LLMCOST_QUERY_HASH] == shallow[names.LLMCOST_QUERY_HASH]  # "bottom" is below the cut
