@@ -5,74 +5,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from otel_llmcost.budget import Alert, BudgetEngine, WebhookSink, verify_signature
+from otel_llmcost.testing import WebhookReceiver
 
 from .helpers import free_port
 
 SECRET = "s3cret-for-tests"
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 answering with scripted status codes and keeping what it got."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = list(statuses)
-        self.requests: list[tuple[Message, bytes]] = []
-        self.got = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with receiver.got:  # kept before answering, so a flushed sink implies a recorded request
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                    receiver.requests.append((self.headers, body))
-                    receiver.got.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def wait_for(self, count: int, timeout: float = 10) -> None:
-        with self.got:
-            assert self.got.wait_for(lambda: len(self.requests) >= count, timeout), self.requests
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver_factory() -> Iterator[type[Receiver]]:
-    made: list[Receiver] = []
-
-    class Factory(Receiver):
-        def __init__(self, statuses: list[int]) -> None:
-            super().__init__(statuses)
-            made.append(self)
-
-    yield Factory
-    for receiver in made:
-        receiver.close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver("/hook") as running:
+        yield running
 
 
 def an_alert(level: str = "throttle") -> Alert:
@@ -90,15 +41,16 @@ def an_alert(level: str = "throttle") -> Alert:
     )
 
 
-def test_signed_json_is_retried_after_a_500_and_verifies(receiver_factory: type[Receiver]) -> None:
+def test_signed_json_is_retried_after_a_500_and_verifies(receiver: WebhookReceiver) -> None:
     """A 500 then a 200: the alert arrives twice, each signed with HMAC-SHA256 over 't.body'."""
-    receiver = receiver_factory([500, 200])
+    receiver.script(500, 200)
     sink = WebhookSink(receiver.url, secret=SECRET, backoff=0.01)
     sink.send(an_alert())
     assert sink.flush(10)
     assert (sink.delivered, sink.failed, sink.retries) == (1, 0, 1)
-    assert len(receiver.requests) == 2
-    for headers, body in receiver.requests:
+    assert len(receiver.deliveries()) == 2
+    for delivery in receiver.deliveries():
+        headers, body = delivery.headers, delivery.body
         header = headers["X-LLMCost-Signature"]
         fields = dict(part.split("=", 1) for part in header.split(","))
         expected = hmac.new(SECRET.encode(), fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -107,7 +59,7 @@ def test_signed_json_is_retried_after_a_500_and_verifies(receiver_factory: type[
         assert not verify_signature("wrong", header, body)
         assert not verify_signature(SECRET, header, body + b" ")
         assert headers["Content-Type"] == "application/json"
-    payload = json.loads(receiver.requests[-1][1])
+    payload = json.loads(receiver.deliveries()[-1].body)
     assert payload["budget"] == "monthly" and payload["scope_key"] == "tenant=acme"
     assert (payload["level"], payload["spend"], payload["limit"], payload["forecast"]) == (
         "throttle",
@@ -119,25 +71,24 @@ def test_signed_json_is_retried_after_a_500_and_verifies(receiver_factory: type[
     sink.close()
 
 
-def test_slack_format_is_a_text_payload(receiver_factory: type[Receiver]) -> None:
+def test_slack_format_is_a_text_payload(receiver: WebhookReceiver) -> None:
     """format='slack' posts {"text": ...} with the alert's sentence."""
-    receiver = receiver_factory([200])
     sink = WebhookSink(receiver.url, format="slack")
     sink.send(an_alert("stop"))
     assert sink.flush(10)
-    headers, body = receiver.requests[0]
-    assert json.loads(body) == {"text": an_alert("stop").text()}
-    assert "X-LLMCost-Signature" not in headers
+    delivery = receiver.deliveries()[0]
+    assert json.loads(delivery.body) == {"text": an_alert("stop").text()}
+    assert "X-LLMCost-Signature" not in delivery.headers
     sink.close()
 
 
-def test_client_errors_are_not_retried(receiver_factory: type[Receiver]) -> None:
+def test_client_errors_are_not_retried(receiver: WebhookReceiver) -> None:
     """A 400 is final: one attempt, counted as failed."""
-    receiver = receiver_factory([400, 200])
+    receiver.script(400, 200)
     sink = WebhookSink(receiver.url, backoff=0.01)
     sink.send(an_alert())
     assert sink.flush(10)
-    assert (sink.delivered, sink.failed, len(receiver.requests)) == (0, 1, 1)
+    assert (sink.delivered, sink.failed, len(receiver.deliveries())) == (0, 1, 1)
     sink.close()
 
 
@@ -151,32 +102,23 @@ def test_unreachable_endpoint_is_retried_then_counted_as_failed(caplog: pytest.L
     sink.close()
 
 
-def test_send_never_blocks_and_a_full_queue_drops(receiver_factory: type[Receiver]) -> None:
+def test_send_never_blocks_and_a_full_queue_drops(receiver: WebhookReceiver) -> None:
     """send() returns at once; past the queue bound alerts are dropped and counted, the rest delivered."""
-    receiver = receiver_factory([])
-    gate = threading.Event()
-    original = receiver.server.RequestHandlerClass.do_POST  # type: ignore[attr-defined]
-
-    def slow_post(handler: BaseHTTPRequestHandler) -> None:
-        gate.wait(10)
-        original(handler)
-
-    receiver.server.RequestHandlerClass.do_POST = slow_post  # type: ignore[attr-defined]
+    receiver.hold()
     sink = WebhookSink(receiver.url, queue_size=2)
     for _ in range(6):
-        sink.send(an_alert())  # one in flight (held by the gate), two queued, the rest dropped
+        sink.send(an_alert())  # one in flight (its answer held back), two queued, the rest dropped
     assert sink.dropped >= 3
-    gate.set()
+    receiver.release()
     assert sink.flush(10)
-    assert sink.delivered + sink.dropped == 6 and sink.delivered == len(receiver.requests)
+    assert sink.delivered + sink.dropped == 6 and sink.delivered == len(receiver.deliveries())
     sink.close()
 
 
 def test_engine_from_yaml_posts_signed_alerts(
-    receiver_factory: type[Receiver], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    receiver: WebhookReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A YAML config with a webhook: crossing warn posts one signed alert, verified by the receiver."""
-    receiver = receiver_factory([])
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     config = tmp_path / "llmcost.yaml"
     config.write_text(
@@ -188,7 +130,6 @@ def test_engine_from_yaml_posts_signed_alerts(
     engine.record_cost(Decimal("0.71"), {})
     engine.record_cost(Decimal("0.01"), {})
     engine.close()
-    assert len(receiver.requests) == 1
-    headers, body = receiver.requests[0]
-    assert verify_signature(SECRET, headers["X-LLMCost-Signature"], body)
-    assert json.loads(body)["level"] == "warn"
+    (delivery,) = receiver.deliveries()
+    assert verify_signature(SECRET, delivery.headers["X-LLMCost-Signature"], delivery.body)
+    assert json.loads(delivery.body)["level"] == "warn"

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from otel_llmcost.budget import BudgetEngine, load_budget_config
 from otel_llmcost.service import ProcessorConfig, ProcessorService, open_store
+from otel_llmcost.testing import WebhookReceiver
 from otel_llmcost.testing.processes import RedisServer
 
 TOKEN = "reliability-token-0123456789abcdef"
@@ -73,93 +73,73 @@ class ManagedRedis(RedisServer):
 # -- an OTLP/HTTP endpoint that fails on demand -----------------------------------------------------------
 @dataclass
 class OTLPReceipt:
-    """One export request as received: path, status we answered, items decoded from the body."""
+    """One export request as received: path, status we answered (None: never), items decoded from the body."""
 
     path: str
-    status: int
+    status: int | None
     spans: int = 0
     points: int = 0
     body: bytes = b""
 
 
-class FaultyOTLPServer:
+class FaultyOTLPServer(WebhookReceiver):
     """A loopback OTLP/HTTP receiver (protobuf) standing in for a Collector or the processor service.
 
     `mode` decides every answer: ``ok`` (200), ``500``/``503`` (that status), ``slow`` (answer 200 after
     `delay` seconds), ``hang`` (read the request, never answer until stopped). `stop()` closes the port
-    (connection refused: the collector is down). Every request is kept in `receipts`, decoded, so a test
-    can count the spans and metric points that arrived and scan them for secrets.
+    (connection refused: the collector is down) and `start()` opens it again. Every request is kept;
+    `receipts` has them decoded, so a test can count the spans and metric points that arrived and scan
+    them for secrets.
     """
 
+    MODES = {"ok": 200, "500": 500, "503": 503, "slow": 200, "hang": None}
+
     def __init__(self, mode: str = "ok", delay: float = 2.0) -> None:
+        super().__init__("")
+        self.slow_delay = delay
+        self._receipts: list[OTLPReceipt] = []
+        self._decoding = threading.Lock()
         self.mode = mode
-        self.delay = delay
-        self.receipts: list[OTLPReceipt] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self.port = 0
 
-    def start(self) -> FaultyOTLPServer:
-        owner = self
+    @property
+    def mode(self) -> str:
+        return self._mode
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                if self.headers.get("content-encoding", "").lower() == "gzip":
-                    raw = gzip.decompress(raw)
-                owner._answer(self, self.path, raw)
-
-        self._stopping.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_port
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def _answer(self, handler: BaseHTTPRequestHandler, path: str, raw: bytes) -> None:
-        mode = self.mode
-        status = {"500": 500, "503": 503}.get(mode, 200)
-        receipt = OTLPReceipt(path, status, body=raw)
-        if status == 200 and mode != "hang":
-            receipt.spans, receipt.points = _count_items(path, raw)
-        with self._lock:
-            self.receipts.append(receipt)
-        if mode == "hang":
-            self._stopping.wait(60)
-            return
-        if mode == "slow":
-            self._stopping.wait(self.delay)
-        body = b""
-        handler.send_response(status)
-        handler.send_header("content-type", "application/x-protobuf")
-        handler.send_header("content-length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"mode {mode!r} is not one of {sorted(self.MODES)}")
+        self._mode = mode
+        self.status = self.MODES[mode]
+        self.delay = self.slow_delay if mode == "slow" else 0.0
 
     def stop(self) -> None:
         """Close the port: clients now get connection refused."""
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        self.close()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
+
+    @property
+    def receipts(self) -> list[OTLPReceipt]:
+        """Every request, oldest first, gunzipped; spans and points counted in those answered 200."""
+        with self._decoding:
+            for at, delivery in enumerate(self.deliveries()):
+                if at < len(self._receipts) and self._receipts[at].status == delivery.status:
+                    continue  # decoded already
+                raw = delivery.body
+                if delivery.headers.get("content-encoding", "").lower() == "gzip":
+                    raw = gzip.decompress(raw)
+                receipt = OTLPReceipt(delivery.path, delivery.status, body=raw)
+                if delivery.status == 200:
+                    receipt.spans, receipt.points = _count_items(delivery.path, raw)
+                self._receipts[at:at + 1] = [receipt]
+            return list(self._receipts)
 
     def accepted(self, what: str) -> int:
         """Spans (``spans``) or metric points (``points``) answered 200."""
-        with self._lock:
-            return sum(getattr(r, what) for r in self.receipts if r.status == 200)
+        return sum(getattr(r, what) for r in self.receipts if r.status == 200)
 
 
 def _count_items(path: str, raw: bytes) -> tuple[int, int]:
@@ -306,32 +286,3 @@ class Processor:
         self._context.__exit__(None, None, None)
         self.engine.close()
         self.store.close()
-
-
-class WebhookReceiver:
-    """A webhook endpoint on loopback that keeps each request's headers and raw body (`got` is set on each)."""
-
-    def __init__(self, path: str = "/hook") -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.got = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), body))
-                receiver.got.set()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

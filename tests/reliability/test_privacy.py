@@ -45,9 +45,10 @@ from otel_llmcost.cache.policy import ThresholdPolicy
 from otel_llmcost.guard import install_guard
 from otel_llmcost.ratelimit import RateLimiter, Tier
 from otel_llmcost.store import LocalStoreSpanExporter
+from otel_llmcost.testing import WebhookReceiver
 from otel_llmcost.testing.llm_server import LoopbackLLMServer, Reply
 
-from .helpers import WebhookReceiver, leaks, metric_haystacks, span_haystacks
+from .helpers import leaks, metric_haystacks, span_haystacks
 
 KEYS = {
     "openai": "sk-proj-CANARYKEYopenai0123456789abcdef",
@@ -64,9 +65,8 @@ MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "google": "g
 
 @pytest.fixture
 def hooks() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver("/hook")
-    yield receiver
-    receiver.close()
+    with WebhookReceiver("/hook") as receiver:
+        yield receiver
 
 
 async def async_calls(server: LoopbackLLMServer, gem: genai.Client, messages: Any, seen: list[str]) -> None:
@@ -190,9 +190,9 @@ def haystacks(rig: dict[str, Any], hooks: WebhookReceiver, caplog: pytest.LogCap
     for item in rig["otel_logs"].get_finished_logs():
         record = getattr(item, "log_record", item)
         found.append(("otel log record", [str(record.body), dict(record.attributes or {})]))
-    for headers, body in hooks.requests:
-        found.append(("webhook headers", headers))
-        found.append(("webhook body", body))
+    for delivery in hooks.deliveries():
+        found.append(("webhook headers", delivery.headers))
+        found.append(("webhook body", delivery.body))
     with sqlite3.connect(rig["store"]) as db:
         for table, in db.execute("select name from sqlite_master where type='table'").fetchall():
             for row in db.execute(f"select * from {table}").fetchall():  # noqa: S608 - our own file
@@ -227,7 +227,7 @@ def test_no_text_and_no_keys_in_anything_emitted(tmp_path: Path, hooks: WebhookR
     statuses = {(s.attributes or {}).get("llmcost.cache.status") for s in rig["spans"].get_finished_spans()}
     assert "exact_hit" in statuses, statuses
     assert any("BudgetExceededError" in s or "RateLimitExceeded" in s for s in seen), seen
-    assert hooks.requests, "no alert was delivered"
+    assert hooks.deliveries(), "no alert was delivered"
     record_number("haystacks scanned", len(found))
     record_number("app calls (ok / refused or failed)",
                   f"{sum(s.endswith(': ok') for s in seen)} / {sum(not s.endswith(': ok') for s in seen)}")

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from otel_llmcost.budget import Alert, WebhookSink, verify_signature
+from otel_llmcost.testing import WebhookReceiver
 
-from .helpers import Processor, WebhookReceiver
+from .helpers import Processor
 
 SECRET = "whsec-reliability-0123456789"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -31,9 +32,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 @pytest.fixture
 def hook() -> Iterator[WebhookReceiver]:
-    made = WebhookReceiver("/alerts")
-    yield made
-    made.close()
+    with WebhookReceiver("/alerts") as made:
+        yield made
 
 
 def readme_recipe(secret: str, header: str, body: bytes) -> bool:
@@ -62,8 +62,9 @@ def test_webhook_alerts_are_signed_as_documented(hook: WebhookReceiver, fmt: str
                     threshold=Decimal("0.7"), window_start=now, window_end=now, forecast=None, at=now))
     assert sink.flush(10)
     sink.close()
-    (headers, body), = hook.requests
-    signature = {k.lower(): v for k, v in headers.items()}["x-llmcost-signature"]
+    (delivery,) = hook.deliveries()
+    headers, body = delivery.headers, delivery.body
+    signature = headers["x-llmcost-signature"]
     assert readme_recipe(SECRET, signature, body)
     assert verify_signature(SECRET, signature, body)
     assert not verify_signature(SECRET, signature, body + b" ")

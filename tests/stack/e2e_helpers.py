@@ -1,26 +1,25 @@
-"""Helpers of the end-to-end stack test (tests/stack/test_e2e.py): a webhook receiver that keeps raw
-bodies and headers, polling with a deadline, and readers of Prometheus, Alertmanager and the processor.
+"""Helpers of the end-to-end stack test (tests/stack/test_e2e.py): polling with a deadline, the alerts
+of Alertmanager notifications, and readers of Prometheus, Alertmanager and the processor.
 
-The stack's own alert receiver (collector/alert-receiver/receiver.py) keeps parsed JSON only; checking
-the processor's HMAC signature needs the exact bytes and the header, so the test runs this one instead.
+The webhooks go to `otel_llmcost.testing.WebhookReceiver`, not to the stack's own alert receiver
+(collector/alert-receiver/receiver.py): that one keeps parsed JSON only, and checking the processor's
+HMAC signature needs the exact bytes and the header.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
 
+from otel_llmcost.testing import WebhookReceiver
 from otel_llmcost.testing.processes import ManagedProcess
 
 T = TypeVar("T")
@@ -31,71 +30,10 @@ COMPOSE_RECEIVER = "http://alert-receiver:9095"
 """The receiver address collector/alertmanager.yml names (the docker-compose service)."""
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One POST as it arrived: path, headers (names lower-cased), the exact body and its JSON."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    json: Any
-    received_at: float
-
-
-class WebhookReceiver:
-    """A loopback HTTP server that answers 200 to any JSON POST and keeps every delivery, in order."""
-
-    def __init__(self) -> None:
-        self._deliveries: list[Delivery] = []
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            disable_nagle_algorithm = True  # else every answer waits for a delayed ACK
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                try:
-                    payload = json.loads(body)
-                except ValueError:
-                    payload = None
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                receiver._add(Delivery(urllib.parse.urlsplit(self.path).path, headers, body, payload, time.time()))
-                status = 200 if payload is not None else 400
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="e2e-webhooks", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def _add(self, delivery: Delivery) -> None:
-        with self._lock:
-            self._deliveries.append(delivery)
-
-    def deliveries(self, path: str) -> list[Delivery]:
-        """What was posted to `path`, oldest first."""
-        with self._lock:
-            return [d for d in self._deliveries if d.path == path]
-
-    def alertmanager_alerts(self, path: str) -> list[dict[str, Any]]:
-        """Every alert of every Alertmanager notification posted to `path`, oldest first."""
-        return [alert for d in self.deliveries(path) if isinstance(d.json, dict)
-                for alert in d.json.get("alerts", [])]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def alertmanager_alerts(receiver: WebhookReceiver, path: str) -> list[dict[str, Any]]:
+    """Every alert of every Alertmanager notification posted to `path`, oldest first."""
+    return [alert for d in receiver.deliveries(path) if isinstance(d.json, dict)
+            for alert in d.json.get("alerts", [])]
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float,

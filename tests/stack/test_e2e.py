@@ -51,6 +51,7 @@ from otel_llmcost.guard import install_guard
 from otel_llmcost.hints import HintsClient
 from otel_llmcost.pricing import PriceCatalog, Usage
 from otel_llmcost.routing import Router, parse_routing_config
+from otel_llmcost.testing import WebhookReceiver
 from otel_llmcost.testing.llm_server import LoopbackLLMServer, Reply
 from otel_llmcost.testing.processes import (
     AlertmanagerServer,
@@ -62,7 +63,7 @@ from otel_llmcost.testing.processes import (
 )
 from tests.stack.conftest import COLLECTOR_CONFIG, TraceBackend
 from tests.stack.e2e_helpers import (
-    WebhookReceiver,
+    alertmanager_alerts,
     alertmanager_config,
     get_json,
     logs,
@@ -108,8 +109,7 @@ class Stack:
 def stack(tmp_path: Path, trace_backend: TraceBackend) -> Iterator[Stack]:
     """The receiver, processor, Alertmanager, Collector and Prometheus, on loopback, stopped afterwards."""
     with contextlib.ExitStack() as cleanup:
-        receiver = WebhookReceiver()
-        cleanup.callback(receiver.close)
+        receiver = cleanup.enter_context(WebhookReceiver())
         processor_config = {
             "timezone": "UTC",
             "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
@@ -117,7 +117,7 @@ def stack(tmp_path: Path, trace_backend: TraceBackend) -> Iterator[Stack]:
             "budgets": [{"name": BUDGET, "amount": str(AMOUNT), "window": "month"}],
             "routing": {"substitutes": {MODEL: SUBSTITUTE}},
             "alerts": {"log": True, "webhooks": [
-                {"url": f"{receiver.url}/llmcost/budget", "format": "json", "secret_env": SECRET_ENV}]},
+                {"url": f"{receiver.base_url}/llmcost/budget", "format": "json", "secret_env": SECRET_ENV}]},
         }
         processor = LLMCostProcessor(processor_config, workdir=tmp_path / "processor", token=TOKEN,
                                      env={SECRET_ENV: SECRET})
@@ -126,7 +126,7 @@ def stack(tmp_path: Path, trace_backend: TraceBackend) -> Iterator[Stack]:
 
         # Both routes wait 1 s instead of 10 s / 30 s before a group's first notification (the only
         # change besides the receiver address), so Alertmanager adds little to the rules' `for: 15s`.
-        alertmanager = AlertmanagerServer(alertmanager_config(receiver.url, group_wait="1s"),
+        alertmanager = AlertmanagerServer(alertmanager_config(receiver.base_url, group_wait="1s"),
                                           workdir=tmp_path / "alertmanager")
         cleanup.callback(alertmanager.close)
         alertmanager.start()
@@ -329,7 +329,7 @@ def test_budget_walks_ok_throttle_stop_through_the_real_stack(stack: Stack, app:
 
     # -- Prometheus rules → Alertmanager → the receiver -----------------------------------------------
     def stop_page() -> dict[str, Any] | None:
-        return next((a for a in stack.receiver.alertmanager_alerts("/alertmanager/page")
+        return next((a for a in alertmanager_alerts(stack.receiver, "/alertmanager/page")
                      if a["labels"]["alertname"] == "LLMBudgetStop" and a["status"] == "firing"), None)
 
     page = wait_for("LLMBudgetStop paged through Alertmanager", stop_page, WAIT, diagnostics)
@@ -343,10 +343,10 @@ def test_budget_walks_ok_throttle_stop_through_the_real_stack(stack: Stack, app:
     for name, route, severity in (("LLMBudgetWarn", "/alertmanager/ticket", "warning"),
                                   ("LLMBudgetThrottle", "/alertmanager/page", "critical")):
         assert held[name]["labels"] == {"alertname": name, "severity": severity, **rule_labels}
-        notified = [a for a in stack.receiver.alertmanager_alerts(route) if a["labels"]["alertname"] == name]
+        notified = [a for a in alertmanager_alerts(stack.receiver, route) if a["labels"]["alertname"] == name]
         assert notified or stop_fingerprint in held[name]["status"]["inhibitedBy"], (name, held[name])
         assert all(a["labels"] == held[name]["labels"] for a in notified)
-    assert not [a for a in stack.receiver.alertmanager_alerts("/alertmanager/ticket")
+    assert not [a for a in alertmanager_alerts(stack.receiver, "/alertmanager/ticket")
                 if a["labels"]["alertname"] in ("LLMBudgetThrottle", "LLMBudgetStop")]
 
     # -- the spans went on through the Collector with the routing decision ---------------------------
