@@ -8,6 +8,10 @@ ours (``budget:``) is an error.
 
     timezone: America/New_York          # calendar windows (default UTC)
     ledger: sqlite:///llmcost-ledger.db # memory:// (default), sqlite:///path, redis://host:6379/0
+    backlog:                            # spend waiting for the ledger during an outage
+      journal: /var/lib/app/llmcost-backlog-${HOSTNAME}   # on disk, survives a crash; one per process
+      size: 10000                       # writes that may wait
+      max_age: 1h                       # the longest one may wait
     thresholds: {warn: 0.70, throttle: 0.85, stop: 0.95}   # defaults for every budget
     forecast: {margin: 0.20, min_elapsed: 0.10}            # or false
     reservation_ttl: 10m
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from datetime import timedelta
@@ -50,6 +55,7 @@ from .._yaml_lines import YList as _YList
 from .._yaml_lines import YMap as _YMap
 from ..environment_variables import OTEL_LLMCOST_CONFIG
 from .errors import ConfigError
+from .ledger.backlog import BacklogPolicy
 from .levels import ForecastPolicy, Thresholds
 from .policy import AlertsConfig, Budget, BudgetConfig, Routing, Scope, WebhookConfig
 from .windows import CALENDAR_UNITS, CalendarWindow, RollingWindow, WindowSpec, parse_duration
@@ -62,10 +68,13 @@ _TOP_KEYS = (
     "thresholds",
     "forecast",
     "reservation_ttl",
+    "backlog",
     "budgets",
     "routing",
     "alerts",
 )
+_BACKLOG_KEYS = ("journal", "size", "max_age", "retry_initial", "retry_max", "replay_inline", "inline_wait")
+_ENV_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _BUDGET_KEYS = ("name", "amount", "window", "timezone", "scope", "thresholds", "forecast", "allowed_models")
 
 
@@ -244,6 +253,41 @@ def _budget(value: object, defaults: dict[str, Any], at: _At) -> Budget:
     )
 
 
+def _journal_path(value: object, at: _At) -> str:
+    """The journal path with ``~`` and ``$VAR`` / ``${VAR}`` expanded, so one config file can give each
+    replica its own journal (``${HOSTNAME}``); an unset variable is an error, never a literal ``$X``."""
+    text = _string(value, at)
+
+    def expand(found: re.Match[str]) -> str:
+        name = found.group(1) or found.group(2)
+        if not os.environ.get(name):
+            raise at.error(f"environment variable {name} (used in the journal path {text!r}) is not set")
+        return os.environ[name]
+
+    return os.path.expanduser(_ENV_REFERENCE.sub(expand, text))
+
+
+def _backlog(value: object, at: _At) -> BacklogPolicy:
+    section = _mapping(value, at, "a mapping such as {journal: /var/lib/app/llmcost-backlog, max_age: 1h}")
+    _known_keys(section, _BACKLOG_KEYS, at)
+    given: dict[str, Any] = {}
+    if section.get("journal") is not None:
+        given["journal"] = _journal_path(section["journal"], at.key(section, "journal"))
+    for name in ("size", "replay_inline"):
+        if name in section:
+            number = section[name]
+            if isinstance(number, bool) or not isinstance(number, int):
+                raise at.key(section, name).error(f"expected a whole number, got {_kind(number)}")
+            given[name] = number
+    for name in ("max_age", "retry_initial", "retry_max", "inline_wait"):
+        if name in section:
+            given[name] = _duration(section[name], at.key(section, name)).total_seconds()
+    try:
+        return BacklogPolicy(**given)
+    except ValueError as exc:
+        raise at.error(str(exc)) from None
+
+
 def _routing(value: object, at: _At) -> Routing:
     section = _mapping(value, at)
     substitutes = section.get("substitutes", {})
@@ -312,6 +356,7 @@ def parse_budget_config(data: Mapping[str, Any] | None, source: str | None = Non
     ttl = BudgetConfig.reservation_ttl
     if "reservation_ttl" in top:
         ttl = _duration(top["reservation_ttl"], at.key(top, "reservation_ttl"))
+    backlog = _backlog(top["backlog"], at.key(top, "backlog")) if top.get("backlog") is not None else None
     budgets_raw = top.get("budgets", [])
     budgets_at = at.key(top, "budgets")
     if budgets_raw is None:
@@ -340,6 +385,7 @@ def parse_budget_config(data: Mapping[str, Any] | None, source: str | None = Non
         ledger=ledger,
         reservation_ttl=ttl,
         source=source,
+        backlog=backlog,
     )
 
 

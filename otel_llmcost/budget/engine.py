@@ -14,7 +14,9 @@ and count ledger errors and fail open; only `reserve` raises, and only `BudgetEx
 Spend the ledger could not take (an outage, a freeze past the socket timeout) is not dropped: it waits
 in a bounded backlog (`ledger/backlog.py`, `BacklogPolicy`) and is replayed in order once the ledger
 answers, each write applied once by its id even when a first attempt's reply was lost. `close()`
-makes a last attempt and logs what is left.
+makes a last attempt and logs what is left. With a journal (`BacklogPolicy(journal=path)`, or
+`backlog: {journal: path}` in the config file) that spend also survives a crash of the app: the next
+engine started on the same journal replays it.
 """
 
 from __future__ import annotations
@@ -126,7 +128,9 @@ class EngineStats:
 
     `errors` counts failed ledger calls made on the call path (and bad input). The backlog of spend the
     ledger could not take counts writes queued (`backlogged`), replayed (`replayed`), background
-    retries that failed (`replay_errors`), and writes dropped for good (`dropped`, `lost_usd`).
+    retries that failed (`replay_errors`), and writes dropped for good (`dropped`, `lost_usd`); with a
+    journal, writes a previous process left and this one took over (`restored`) and journal writes the
+    disk refused (`journal_errors`: those costs wait in memory only).
     """
 
     errors: int = 0
@@ -138,6 +142,8 @@ class EngineStats:
     replay_errors: int = 0
     dropped: int = 0
     lost_usd: Decimal = Decimal(0)
+    restored: int = 0
+    journal_errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, name: str, amount: int | Decimal = 1) -> None:
@@ -158,6 +164,8 @@ class BudgetEngine:
         clock: Clock = _utcnow,
         backlog: BacklogPolicy | None = None,
     ) -> None:
+        """`backlog` (default: the config's `backlog:` section, else `BacklogPolicy()`) bounds the spend
+        that waits for the ledger; a journal in it that another process holds is a `ConfigError`."""
         self.config = config if isinstance(config, BudgetConfig) else BudgetConfig(budgets=tuple(config))
         self._owned: list[Any] = []
         if ledger is None or isinstance(ledger, str):
@@ -172,7 +180,12 @@ class BudgetEngine:
         self._ttl = self.config.reservation_ttl.total_seconds()
         self._fired: dict[tuple[str, str], tuple[str, set[str]]] = {}
         self._lock = threading.Lock()
-        self._backlog = Backlog(self.ledger, self._spend_applied, self.stats.count, backlog)
+        try:
+            policy = backlog if backlog is not None else self.config.backlog
+            self._backlog = Backlog(self.ledger, self._spend_applied, self.stats.count, policy)
+        except BaseException:
+            self._close_owned()
+            raise
 
     @classmethod
     def from_config(
@@ -320,7 +333,14 @@ class BudgetEngine:
         )
 
     def _spend_applied(self, op: PendingOp, spent: Decimal) -> None:
-        match, at = op.context
+        if op.context is not None:
+            match, at = op.context
+        else:  # a write another process queued (read from the journal): alerts from today's config
+            try:
+                budget = self.config.budget(op.key.budget)
+            except KeyError:
+                return  # the budget is gone from the config: its spend counts in the ledger, no alert
+            match, at = _Match(budget, op.key, op.window), datetime.fromtimestamp(op.now, timezone.utc)
         self._after_spend(match, spent, at)
 
     def pending(self) -> tuple[int, Decimal]:
@@ -509,6 +529,9 @@ class BudgetEngine:
         sinks, and close the ledger and sinks this engine opened itself."""
         self._backlog.close(timeout)
         self.flush(timeout)
+        self._close_owned()
+
+    def _close_owned(self) -> None:
         for owned in self._owned:
             try:
                 owned.close()

@@ -29,6 +29,7 @@ from urllib.parse import quote
 from .. import names
 from ._money import parse_decimal
 from .errors import ConfigError
+from .ledger.backlog import BacklogPolicy
 from .levels import ForecastPolicy, Thresholds
 from .windows import CalendarWindow, WindowSpec
 
@@ -236,6 +237,8 @@ class BudgetConfig:
     ledger: str | None = None
     reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL
     source: str | None = None
+    backlog: BacklogPolicy | None = None
+    """How spend waits for the ledger during an outage (None: the engine's default, memory only)."""
 
     def __post_init__(self) -> None:
         budgets = tuple(self.budgets)

@@ -22,6 +22,13 @@ Bounds: `size` writes wait at most (a write that does not fit is dropped), none 
 `max_age` seconds (the ledger remembers ids for `op_ttl` > `max_age`, so a later replay could count
 twice). Drops are counted (`dropped`, `lost_usd`) and logged as errors with the USD lost; `close()`
 makes a last attempt and logs what is left.
+
+Crashes: with `BacklogPolicy(journal=path)` every queued write is also appended (and synced) to a file
+before `submit` returns, marked done once applied, and the file is emptied when nothing waits
+(`journal.py`). A backlog created on a journal that a previous process left (it crashed, or closed
+during an outage) loads its writes first, in order, and replays them like its own; those older than
+`max_age` are dropped and reported lost, as in memory. Without a journal (the default) a crash of
+the app loses what was waiting.
 """
 
 from __future__ import annotations
@@ -36,10 +43,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..windows import Window
 from .base import BudgetKey, Ledger, Reservation
+
+if TYPE_CHECKING:
+    from .journal import BacklogJournal, JournalEntry
 
 _log = logging.getLogger(__name__)
 
@@ -57,8 +67,14 @@ class BacklogPolicy:
     retry_max: float = 5.0
     replay_inline: int = 32
     inline_wait: float = 0.2
+    journal: str | None = None
+    """A file that keeps queued writes across a crash of the app (None: memory only); one per process."""
 
     def __post_init__(self) -> None:
+        if self.journal is not None:
+            if not isinstance(self.journal, (str, os.PathLike)) or not os.fspath(self.journal).strip():
+                raise ValueError(f"backlog journal must be a file path (None: no journal), not {self.journal!r}")
+            object.__setattr__(self, "journal", os.fspath(self.journal))
         if not isinstance(self.size, int) or self.size < 0:
             raise ValueError(f"backlog size must be a whole number >= 0 (0: no backlog), not {self.size!r}")
         if not isinstance(self.replay_inline, int) or self.replay_inline < 0:
@@ -97,6 +113,22 @@ class PendingOp:
     def what(self) -> str:
         return "settling" if self.reservation is not None else "recording"
 
+    def entry(self, queued_at: float) -> JournalEntry:
+        """This write as the journal keeps it (everything but the owner's `context`)."""
+        from .journal import JournalEntry
+
+        return JournalEntry(
+            self.op_id, self.key, self.window, self.amount, self.now, self.reservation, queued_at
+        )
+
+    @classmethod
+    def from_entry(cls, entry: JournalEntry) -> PendingOp:
+        """A write read back from a journal; `queued` keeps the time it has already waited (wall clock),
+        so `max_age` counts across the restart. `context` is None: its owner was another process."""
+        waited = max(0.0, time.time() - entry.queued_at)
+        return cls(entry.op_id, entry.key, entry.window, entry.amount, entry.now, entry.reservation, None,
+                   time.monotonic() - waited)  # fmt: skip
+
 
 def takes_op_id(ledger: Ledger) -> bool:
     """Whether the ledger's writes accept `op_id` (ledgers registered by users may predate it)."""
@@ -120,6 +152,8 @@ class Backlog:
         count: Count,
         policy: BacklogPolicy | None = None,
     ) -> None:
+        """Raises `ConfigError` (`JournalInUseError`) when the policy's journal cannot be used: unwritable,
+        or held by another process."""
         self.ledger = ledger
         self.policy = policy or BacklogPolicy()
         self._on_applied = on_applied
@@ -139,6 +173,45 @@ class Backlog:
         self._lost_since_log = Decimal(0)
         self._last_drop_log = -float("inf")
         self._warned_not_idempotent = False
+        self._journal_failing = False
+        self.journal: BacklogJournal | None = None
+        if self.policy.journal is not None:
+            from .journal import BacklogJournal
+
+            self.journal = BacklogJournal(self.policy.journal)
+            self._restore(self.journal)
+
+    def _restore(self, journal: BacklogJournal) -> None:
+        """Queue what a previous process left in the journal, oldest first, before anything new."""
+        if not journal.recovered:
+            return
+        kept, kept_usd, dropped, dropped_usd = 0, Decimal(0), 0, Decimal(0)
+        for entry in journal.recovered:
+            op = PendingOp.from_entry(entry)
+            too_old = time.monotonic() - op.queued > self.policy.max_age
+            if too_old or kept >= self.policy.size:
+                where = f"found in the journal {journal.path}"
+                if too_old:
+                    reason = f"it waited over {self.policy.max_age:g} s for the ledger; {where}"
+                else:
+                    reason = f"the backlog is full ({self.policy.size} waiting); {where}"
+                self._drop(op, reason)
+                self._done(op)
+                dropped, dropped_usd = dropped + 1, dropped_usd + op.amount
+                continue
+            with self._lock:
+                self._queue.append(op)
+                self._usd += op.amount
+            kept, kept_usd = kept + 1, kept_usd + op.amount
+        self._count("restored", kept)
+        lost = f" ({dropped} more, ${dropped_usd}, too old or past the bound: lost)" if dropped else ""
+        _log.warning(
+            "budget engine: the backlog journal %s held %d cost(s), $%s, that a previous process queued and "
+            "the ledger never confirmed; replaying them%s",
+            journal.path, kept, kept_usd, lost,
+        )  # fmt: skip
+        if kept:
+            self._start_drainer()
 
     # -- what waits --
     def pending(self) -> tuple[int, Decimal]:
@@ -189,24 +262,28 @@ class Backlog:
             _log.exception("budget engine: checking alerts after %s on %s failed", op.what, op.key)
 
     def _enqueue(self, op: PendingOp) -> bool:
-        """Queue a write (False: it did not fit and was dropped); start the drainer if none runs."""
+        """Queue a write (False: it did not fit and was dropped); journal it; start the drainer if none runs.
+
+        The journal line is written and synced under the queue's lock, so the file keeps the queue's
+        order; that lock is only contended during an outage, when every submit queues anyway.
+        """
         op = PendingOp(op.op_id, op.key, op.window, op.amount, op.now, op.reservation, op.context, time.monotonic())
+        journal_error: OSError | None = None
         with self._lock:
             if self._closed or len(self._queue) >= self.policy.size:
                 fits = False
             else:
                 fits = True
+                if self.journal is not None:
+                    try:
+                        self.journal.append(op.entry(time.time()))
+                    except OSError as exc:  # the spend still waits in memory; only the crash safety is gone
+                        journal_error = exc
                 self._queue.append(op)
                 self._usd += op.amount
-                if self._drainer is None or self._drainer_pid != os.getpid():
-                    self._drainer_pid = os.getpid()
-                    self._drainer = threading.Thread(
-                        target=_drain,
-                        args=(weakref.ref(self), self._wake, self.policy),
-                        name="llmcost-ledger-backlog",
-                        daemon=True,
-                    )
-                    self._drainer.start()
+                self._start_drainer_locked()
+        if fits and (journal_error is not None or self._journal_failing):
+            self._journal_result(journal_error)
         if not fits:
             if self._closed:
                 reason = "the engine is closed"
@@ -225,6 +302,50 @@ class Backlog:
                 self.ledger.uri,
             )
         return True
+
+    def _start_drainer(self) -> None:
+        with self._lock:
+            self._start_drainer_locked()
+
+    def _start_drainer_locked(self) -> None:
+        if self._drainer is None or self._drainer_pid != os.getpid():
+            self._drainer_pid = os.getpid()
+            self._drainer = threading.Thread(
+                target=_drain,
+                args=(weakref.ref(self), self._wake, self.policy),
+                name="llmcost-ledger-backlog",
+                daemon=True,
+            )
+            self._drainer.start()
+
+    def _journal_result(self, error: OSError | None) -> None:
+        """Log a journal that stops (once) or works again, and count each failed write."""
+        if error is None:
+            self._journal_failing = False
+            _log.warning("budget engine: the backlog journal %s is written again", self._journal_path)
+            return
+        self._count("journal_errors", 1)
+        if not self._journal_failing:
+            self._journal_failing = True
+            _log.error(
+                "budget engine: writing the backlog journal %s failed (%s); queued costs are kept in memory "
+                "only, and a crash of the app before the ledger is back would lose them",
+                self._journal_path, error,
+            )  # fmt: skip
+
+    @property
+    def _journal_path(self) -> str | None:
+        return None if self.journal is None else str(self.journal.path)
+
+    def _done(self, op: PendingOp) -> None:
+        """Mark a write that left the queue (applied, or dropped and reported) as done in the journal."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.done(op.op_id)
+        except OSError as exc:  # harmless: the next start re-sends it and the ledger applies its id once
+            self._count("journal_errors", 1)
+            _log.warning("budget engine: marking a cost done in the backlog journal failed (%s)", exc)
 
     def _drop(self, op: PendingOp, reason: str) -> None:
         self._count("dropped", 1)
@@ -287,9 +408,11 @@ class Backlog:
 
     def _pop(self, op: PendingOp) -> None:
         with self._lock:
-            if self._queue and self._queue[0] is op:
-                self._queue.popleft()
-                self._usd -= op.amount
+            if not (self._queue and self._queue[0] is op):
+                return
+            self._queue.popleft()
+            self._usd -= op.amount
+        self._done(op)
 
     def _failed(self, op: PendingOp, exc: Exception, call_path: bool) -> None:
         if call_path:
@@ -326,7 +449,20 @@ class Backlog:
         if self._queue:
             self._replay(None, wait=timeout, call_path=False)
         count, usd = self.pending()
-        if count:
+        journal, kept = self.journal, 0
+        if journal is not None:
+            kept = journal.pending()
+            journal.close()
+        if kept:
+            _log.warning(
+                "budget engine: closing with %d cost(s), $%s, that never reached the ledger %s; %d of them are "
+                "kept in the backlog journal %s: the next process started with it replays them",
+                count, usd, self.ledger.uri, kept, self._journal_path,
+            )  # fmt: skip
+            if count > kept:
+                _log.error("budget engine: %d of those costs could not be journaled: that spend is lost",
+                           count - kept)  # fmt: skip
+        elif count:
             _log.error(
                 "budget engine: closing with %d cost(s), $%s, that never reached the ledger %s: that spend is lost",
                 count, usd, self.ledger.uri,

@@ -1,0 +1,460 @@
+"""The backlog's journal: spend waiting for the ledger, on disk, so a crash of the app does not lose it.
+
+Why: the backlog (`backlog.py`) keeps writes the ledger could not take in memory; an app killed during
+an outage (OOM, kill -9, a node lost) used to lose every one of them. With a journal each queued write
+is appended to a file before `submit` returns; the next process started with the same path reads it
+back and replays what the ledger never confirmed. The ledgers apply each write's `op_id` once, so a
+write that did land before the crash (its reply lost, or its "done" mark) counts once.
+
+The file, one JSON object per line:
+
+* ``{"v": 1, "op": "queued", "op_id": ..., "budget": ..., "scope": ..., "window": {...}, "amount": "0.42",
+  "now": <ledger time>, "queued_at": <wall time>, "reservation": {...}}`` — everything needed to send the
+  write again unchanged: amounts as Decimal strings, the window with its buckets and expiry (not the
+  budget's window spec, which a config change could move), and for a settle its reservation.
+* ``{"v": 1, "op": "done", "op_id": ...}`` — the ledger took it (or it was dropped and reported lost).
+
+A settle is re-sent as the same settle, not turned into a record: every built-in ledger that outlives
+the process (SQLite, Redis) keeps a hold under its id in the ledger itself, `settle` needs nothing but
+that id, the budget key and the window, and it commits the cost whether the hold is still there or
+has expired (`base.py`). So another process can settle a crashed process's hold: the hold is freed at
+once instead of blocking the budget until its TTL, and the write keeps its op id, which is what makes
+a replay of a write that had landed count once. (A `memory://` ledger dies with the process; there
+the journal has nothing to protect.)
+
+Durability (the cost, measured in the README): a queued line is written and `fdatasync`ed before
+`submit` returns, one sync per queued write; queueing only happens during an outage, so the call path
+pays it only then. "done" lines are written without a sync: a crash of the process keeps them (they
+are in the OS), a power loss may lose a few, and then the next start re-sends writes that had landed,
+which the ledger's op id makes harmless. When nothing waits any more the file is truncated (synced);
+while writes keep waiting, the file is rewritten with only the live ones once the finished lines
+outnumber them (at least 1024), through a synced temporary file renamed over the journal.
+
+One process per journal: the file ``<path>.lock`` is locked with `flock`; a second process (or a
+second engine in this one) opening the same path gets `JournalInUseError`, which says what to do. Use a
+path per process that stays the same across its restarts (a replica or worker name, not the pid), so
+the restarted process finds what its predecessor left. A child forked from the owner neither writes nor
+holds the journal (its copy is closed at fork); it keeps its own backlog in memory.
+
+Reading never fails on bad content: a torn last line (kill -9 mid-append) or garbage is skipped with a
+warning naming the file and line, and everything readable is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..windows import Window
+from .base import BudgetKey, Reservation
+
+_log = logging.getLogger(__name__)
+
+VERSION = 1
+COMPACT_AFTER = 1024
+"""Finished lines that may pile up (and at least as many as the live ones) before the file is rewritten."""
+_WARN_LINES = 10
+"""Bad lines warned about one by one when reading; past that, one summary line."""
+
+
+class JournalInUseError(ConfigError):
+    """Another process (or another engine of this one) holds the journal: two replayers would double up."""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One queued write read back from the journal: what to send and when it was queued (wall clock)."""
+
+    op_id: str
+    key: BudgetKey
+    window: Window
+    amount: Decimal
+    now: float
+    reservation: Reservation | None
+    queued_at: float
+
+
+# -- the line format -------------------------------------------------------------------------------------
+def _window_json(window: Window) -> dict[str, Any]:
+    return {
+        "start": window.start.isoformat(),
+        "end": window.end.isoformat(),
+        "bucket": window.bucket,
+        "buckets": list(window.buckets),
+        "alert_id": window.alert_id,
+        "keep_until": window.keep_until.isoformat(),
+        "rolling": window.rolling,
+    }
+
+
+def encode_queued(entry: JournalEntry) -> bytes:
+    """The journal line of a queued write."""
+    record: dict[str, Any] = {
+        "v": VERSION,
+        "op": "queued",
+        "op_id": entry.op_id,
+        "budget": entry.key.budget,
+        "scope": entry.key.scope,
+        "window": _window_json(entry.window),
+        "amount": str(entry.amount),
+        "now": entry.now,
+        "queued_at": entry.queued_at,
+    }
+    hold = entry.reservation
+    if hold is not None:
+        record["reservation"] = {
+            "id": hold.id,
+            "budget": hold.key.budget,
+            "scope": hold.key.scope,
+            "amount": str(hold.amount),
+            "expires_at": hold.expires_at,
+        }
+        if hold.window != entry.window:
+            record["reservation"]["window"] = _window_json(hold.window)
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def encode_done(op_id: str) -> bytes:
+    return (json.dumps({"v": VERSION, "op": "done", "op_id": op_id}, separators=(",", ":")) + "\n").encode()
+
+
+def _field(record: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = record.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ValueError(f"{name!r} is missing or not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _text(record: Mapping[str, Any], name: str) -> str:
+    value = _field(record, name, str)
+    if not value or len(value) > 1000:
+        raise ValueError(f"{name!r} is empty or too long")
+    return str(value)
+
+
+def _number(record: Mapping[str, Any], name: str) -> float:
+    value = float(_field(record, name, (int, float)))
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name!r} is not a finite number")
+    return value
+
+
+def _money(record: Mapping[str, Any], name: str) -> Decimal:
+    try:
+        value = Decimal(_field(record, name, str))
+    except InvalidOperation:
+        raise ValueError(f"{name!r} is not a decimal amount") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{name!r} is not a finite, non-negative amount")
+    return value
+
+
+def _moment(record: Mapping[str, Any], name: str) -> datetime:
+    moment = datetime.fromisoformat(_text(record, name))
+    if moment.tzinfo is None:
+        raise ValueError(f"{name!r} has no UTC offset")
+    return moment
+
+
+def _window(value: object) -> Window:
+    if not isinstance(value, Mapping):
+        raise ValueError("'window' is missing or not an object")
+    buckets = value.get("buckets")
+    if not isinstance(buckets, list) or not buckets or not all(isinstance(b, str) and b for b in buckets):
+        raise ValueError("'window.buckets' is not a list of bucket ids")
+    bucket = _text(value, "bucket")
+    if bucket not in buckets:
+        raise ValueError("'window.bucket' is not among its buckets")
+    return Window(
+        start=_moment(value, "start"),
+        end=_moment(value, "end"),
+        bucket=bucket,
+        buckets=tuple(buckets),
+        alert_id=_text(value, "alert_id"),
+        keep_until=_moment(value, "keep_until"),
+        rolling=bool(_field(value, "rolling", bool)),
+    )
+
+
+def decode(line: bytes) -> tuple[str, str, JournalEntry | None]:
+    """(kind, op id, entry) of one line: ("queued", id, entry) or ("done", id, None); ValueError if bad."""
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if record.get("v") != VERSION:
+        raise ValueError(f"unknown format version {record.get('v')!r} (this version reads {VERSION})")
+    kind, op_id = record.get("op"), _text(record, "op_id")
+    if kind == "done":
+        return "done", op_id, None
+    if kind != "queued":
+        raise ValueError(f"unknown record kind {kind!r}")
+    window = _window(record.get("window"))
+    key = BudgetKey(_text(record, "budget"), _text(record, "scope"))
+    hold: Reservation | None = None
+    raw = record.get("reservation")
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise ValueError("'reservation' is not an object")
+        hold_window = _window(raw["window"]) if "window" in raw else window
+        hold = Reservation(
+            _text(raw, "id"),
+            BudgetKey(_text(raw, "budget"), _text(raw, "scope")),
+            hold_window,
+            _money(raw, "amount"),
+            _number(raw, "expires_at"),
+        )
+    entry = JournalEntry(op_id, key, window, _money(record, "amount"), _number(record, "now"), hold,
+                         _number(record, "queued_at"))  # fmt: skip
+    return "queued", op_id, entry
+
+
+def read_journal(path: str | os.PathLike[str]) -> tuple[list[JournalEntry], list[tuple[int, str]]]:
+    """The writes a journal file holds that were never marked done, in order, and its bad lines.
+
+    Bad lines come back as (line number, reason); they never stop the reading. Reads without the lock:
+    for inspection (and for the owner, which holds it).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], []
+    live: dict[str, JournalEntry] = {}
+    bad: list[tuple[int, str]] = []
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if number == len(lines):  # no newline after it: an append that never finished
+            bad.append((number, "torn last line (an append cut short, e.g. by kill -9)"))
+            continue
+        try:
+            kind, op_id, entry = decode(line)
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            bad.append((number, str(exc)))
+            continue
+        if entry is not None:
+            live.setdefault(op_id, entry)
+        else:
+            live.pop(op_id, None)
+    return list(live.values()), bad
+
+
+# -- the file, owned by one process -----------------------------------------------------------------------
+_OPEN: weakref.WeakSet[BacklogJournal] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for journal in list(_OPEN):
+        journal._abandon()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _sync(fd: int) -> None:
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+def _sync_dir(path: Path) -> None:
+    """Make a new or renamed entry of the directory durable (not possible on every platform)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class BacklogJournal:
+    """An append-only journal of queued ledger writes, locked to this process (see the module doc).
+
+    Opening it takes the lock and reads what a previous process left (`recovered`), rewriting the file
+    clean when it held finished or bad lines. `append` / `done` / `close` are thread-safe; `append`
+    raises OSError when the disk refuses (the caller keeps the write in memory).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(os.fspath(path))
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = threading.Lock()
+        self._live: dict[str, bytes] = {}
+        self._dead = 0  # lines in the file that no longer matter
+        self._torn = False  # a failed append may have left half a line: start the next one on its own
+        self._abandoned = False
+        self._warned_forked = False
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._take_lock()
+            self.recovered, bad = read_journal(self.path)
+            for number, reason in bad[:_WARN_LINES]:
+                _log.warning("budget backlog journal %s, line %d skipped: %s", self.path, number, reason)
+            if len(bad) > _WARN_LINES:
+                _log.warning("budget backlog journal %s: %d more bad lines skipped (lines %d to %d)",
+                             self.path, len(bad) - _WARN_LINES, bad[_WARN_LINES][0], bad[-1][0])  # fmt: skip
+            self._live = {e.op_id: encode_queued(e) for e in self.recovered}
+            size = self.path.stat().st_size if self.path.exists() else 0
+            clean = b"".join(self._live.values())
+            if size != len(clean):  # finished, bad or torn lines: start from the live ones only
+                self._replace(clean)
+            created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            if created:
+                _sync_dir(self.path.parent)
+        except JournalInUseError:
+            raise
+        except OSError as exc:
+            self._close_fds()
+            raise ConfigError(
+                f"cannot use {self.path} as the backlog journal ({exc.strerror or exc}); give a writable "
+                "path on a local disk, or no journal to keep the backlog in memory only",
+                field="backlog.journal",
+            ) from exc
+        _OPEN.add(self)
+
+    def _take_lock(self) -> int:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            who = "this process: another budget engine here has it open; close that one first" \
+                if holder == str(os.getpid()) else f"pid {holder}"  # fmt: skip
+            raise JournalInUseError(
+                f"the backlog journal {self.path} is in use by another process ({who}). Two processes "
+                "replaying one journal would count spend twice: give each process its own path that stays "
+                "the same across its restarts (a replica or worker name, not the pid, so a restarted process "
+                "finds what its predecessor left), e.g. /var/lib/app/llmcost-backlog-${HOSTNAME}",
+                field="backlog.journal",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    # -- writing --
+    def append(self, entry: JournalEntry) -> bool:
+        """Write a queued write and sync it (False: this is a forked child, which keeps no journal)."""
+        line = encode_queued(entry)
+        with self._lock:
+            if self._fd is None:
+                return self._inert()
+            data = b"\n" + line if self._torn else line
+            try:
+                _write_all(self._fd, data)
+                _sync(self._fd)
+            except OSError:
+                self._torn = True
+                raise
+            self._torn = False
+            self._live[entry.op_id] = line
+        return True
+
+    def done(self, op_id: str) -> None:
+        """Mark a write finished (no sync: see the module doc); truncate or compact when due."""
+        with self._lock:
+            if self._fd is None or self._live.pop(op_id, None) is None:
+                return
+            if not self._live:
+                os.ftruncate(self._fd, 0)
+                _sync(self._fd)
+                self._dead, self._torn = 0, False
+                return
+            line = encode_done(op_id)
+            try:
+                _write_all(self._fd, b"\n" + line if self._torn else line)
+            except OSError:
+                self._torn = True
+                raise
+            self._torn = False
+            self._dead += 2
+            if self._dead >= max(COMPACT_AFTER, len(self._live)):
+                self._compact()
+
+    def pending(self) -> int:
+        """Writes in the file not marked done (0 once closed, and in a forked child)."""
+        with self._lock:
+            return len(self._live) if self._fd is not None else 0
+
+    def _compact(self) -> None:
+        """Rewrite the file with the live lines only (lock held)."""
+        self._replace(b"".join(self._live.values()))
+        assert self._fd is not None
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self._dead = 0
+
+    def _replace(self, data: bytes) -> None:
+        """Put `data` in place of the file, atomically and durably (a synced copy renamed over it)."""
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _write_all(fd, data)
+            _sync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+        _sync_dir(self.path.parent)
+
+    def _inert(self) -> bool:
+        if self._abandoned and not self._warned_forked:
+            self._warned_forked = True
+            _log.warning(
+                "budget backlog journal %s belongs to the parent process; this forked process keeps its "
+                "backlog in memory only (create the budget engine after the fork, with a journal path of "
+                "its own, to journal it)",
+                self.path,
+            )
+        return False
+
+    # -- lifecycle --
+    def _abandon(self) -> None:
+        """In a forked child: let go of the parent's file and lock without unlocking them for it."""
+        self._lock = threading.Lock()  # the parent's may have been held by another thread at fork
+        self._abandoned = True
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for name in ("_fd", "_lock_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                setattr(self, name, None)
+                with contextlib.suppress(OSError):
+                    os.close(fd)  # closing the last descriptor releases the flock
+
+    def close(self) -> None:
+        """Release the file and the lock; what was not marked done stays for the next process."""
+        with self._lock:
+            self._close_fds()
+        _OPEN.discard(self)
+
