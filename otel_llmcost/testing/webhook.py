@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -110,14 +109,11 @@ class WebhookReceiver:
             raise ValueError(f"path {path!r} must start with '/' (or be empty for the bare address)")
         if delay < 0:
             raise ValueError(f"delay must be zero or more seconds, not {delay!r}")
-        self.path = path
+        self.path, self.host, self.port, self.max_body = path, host, port, max_body
         self.status = status
         """The answer to every request not scripted; None: never answer (until `close()` drops it)."""
         self.delay = delay
         """Seconds to wait before each answer (a slow endpoint); `close()` cuts the wait short."""
-        self.host = host
-        self.port = port
-        self.max_body = max_body
         self.refused: list[str] = []
         """Why requests that could not be read were answered 4xx (they are not deliveries)."""
         self._deliveries: list[WebhookDelivery] = []
@@ -155,8 +151,7 @@ class WebhookReceiver:
     def __enter__(self: _R) -> _R:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # addresses ------------------------------------------------------------------------------------
