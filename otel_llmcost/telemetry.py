@@ -482,7 +482,7 @@ class Call:
             return
         self.ended = True
         self.deactivate()
-        self.span.set_attribute(names.ERROR_TYPE, error_type)
+        self.span.set_attributes({**self.extra, names.ERROR_TYPE: error_type})
         self.span.set_status(Status(StatusCode.ERROR, status_description(error)))
         self.span.end()
         self.telemetry.duration.record(time.perf_counter() - self.started,

@@ -109,7 +109,7 @@ def sync_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., An
             provider = request_attrs.pop(GEN_AI_PROVIDER_NAME, None) or endpoint.provider
             call = telemetry.start(provider, endpoint.operation, model, request_attrs)
             if telemetry.fingerprints:
-                fingerprint.record(call.span, provider, endpoint.operation, model, kwargs)
+                fingerprint.record(call.span, call.extra, provider, endpoint.operation, model, kwargs)
             call_kwargs, accumulator = endpoint.prepare(kwargs)
             call.activate()
         except Exception:
@@ -144,7 +144,7 @@ def async_wrapper(state: Instrumentation, endpoint: Endpoint) -> Callable[..., A
             provider = request_attrs.pop(GEN_AI_PROVIDER_NAME, None) or endpoint.provider
             call = telemetry.start(provider, endpoint.operation, model, request_attrs)
             if telemetry.fingerprints:
-                fingerprint.record(call.span, provider, endpoint.operation, model, kwargs)
+                fingerprint.record(call.span, call.extra, provider, endpoint.operation, model, kwargs)
             call_kwargs, accumulator = endpoint.prepare(kwargs)
             call.activate()
         except Exception:
