@@ -73,7 +73,7 @@ class BacklogPolicy:
     def __post_init__(self) -> None:
         if self.journal is not None:
             if not isinstance(self.journal, (str, os.PathLike)) or not os.fspath(self.journal).strip():
-                raise ValueError(f"backlog journal must be a file path (None: no journal), not {self.journal!r}")
+                raise ValueError(f"backlog journal must be a file path (None: none), not {self.journal!r}")
             object.__setattr__(self, "journal", os.fspath(self.journal))
         if not isinstance(self.size, int) or self.size < 0:
             raise ValueError(f"backlog size must be a whole number >= 0 (0: no backlog), not {self.size!r}")

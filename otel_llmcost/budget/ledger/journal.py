@@ -457,4 +457,3 @@ class BacklogJournal:
         with self._lock:
             self._close_fds()
         _OPEN.discard(self)
-
