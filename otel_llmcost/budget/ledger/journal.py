@@ -200,6 +200,8 @@ def decode(line: bytes) -> tuple[str, str, JournalEntry | None]:
     if record.get("v") != VERSION:
         raise ValueError(f"unknown format version {record.get('v')!r} (this version reads {VERSION})")
     kind, op_id = record.get("op"), _text(record, "op_id")
+    if len(op_id) > 200:  # what every ledger takes (`base.check_op`): a longer one would block the queue
+        raise ValueError("'op_id' is longer than 200 characters")
     if kind == "done":
         return "done", op_id, None
     if kind != "queued":
