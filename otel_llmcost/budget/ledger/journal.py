@@ -36,6 +36,10 @@ path per process that stays the same across its restarts (a replica or worker na
 the restarted process finds what its predecessor left. A child forked from the owner neither writes nor
 holds the journal (its copy is closed at fork); it keeps its own backlog in memory.
 
+The file (created 0600) holds budget names, scope keys (user and tenant ids) and amounts: never prompt
+or response text, never API keys. POSIX only (`fcntl`); keep it on a local disk (`flock` on network
+file systems is not reliable everywhere).
+
 Reading never fails on bad content: a torn last line (kill -9 mid-append) or garbage is skipped with a
 warning naming the file and line, and everything readable is kept.
 """
