@@ -505,6 +505,17 @@ class LLMCostProcessor(HTTPProcess):
         if token is not None:
             self.env["OTEL_LLMCOST_PROCESSOR_TOKEN"] = token
 
+    def metrics(self) -> dict[str, float]:
+        """The service's /metrics as {series as written, labels included: value} (Prometheus text)."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                series, _, value = line.rpartition(" ")
+                values[series] = float(value)
+        return values
+
     def command(self) -> list[str]:
         return [
             sys.executable, "-m", "otel_llmcost.cli", "processor",

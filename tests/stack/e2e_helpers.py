@@ -77,18 +77,6 @@ def prom_value(prometheus_url: str, expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def processor_metrics(processor_url: str) -> dict[str, float]:
-    """The processor's /metrics as {series as written: value} (Prometheus text format)."""
-    with urllib.request.urlopen(f"{processor_url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            values[series] = float(value)
-    return values
-
-
 def alertmanager_config(receiver_url: str, group_wait: str) -> dict[str, Any]:
     """collector/alertmanager.yml with its receiver URLs on `receiver_url` and every route's group_wait set.
 

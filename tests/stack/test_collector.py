@@ -151,18 +151,6 @@ def test_collector_forwards_otlp_http_to_the_processor(traffic: str, otlp_sink: 
     assert not any(k.startswith("gen_ai.input.messages") or k.startswith("gen_ai.output.messages") for k in keys)
 
 
-def processor_metrics(processor: LLMCostProcessor) -> dict[str, float]:
-    """The processor's /metrics as {series text: value} (Prometheus text format)."""
-    with urllib.request.urlopen(f"{processor.url}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            values[series] = float(value)
-    return values
-
-
 def test_the_processor_counts_the_spend_prometheus_shows(traffic: str, processor: LLMCostProcessor,
                                                          prometheus: PrometheusServer) -> None:
     """Spend the real processor service counted from the forwarded metrics equals the cost in Prometheus."""
@@ -170,13 +158,13 @@ def test_the_processor_counts_the_spend_prometheus_shows(traffic: str, processor
 
     def converged() -> bool:
         shown = prom_query(prometheus, f'sum(llmcost_cost_USD_total{{service_name="{SERVICE}"}})')
-        counted = processor_metrics(processor).get(global_spend, 0.0)
+        counted = processor.metrics().get(global_spend, 0.0)
         total = float(shown[0]["value"][1]) if shown else 0.0
         return total > 0 and abs(counted - total) <= 1e-9 + 1e-6 * total
 
     wait_for("processor spend equal to the cost in Prometheus", converged,
-             lambda: f"{processor_metrics(processor)}\n{processor.log_tail(10)}")
-    metrics = processor_metrics(processor)
+             lambda: f"{processor.metrics()}\n{processor.log_tail(10)}")
+    metrics = processor.metrics()
     assert metrics.get('llmcost_processor_points_total{result="counted"}', 0) > 0
     assert metrics.get('llmcost_processor_requests_total{path="/v1/metrics",status="200"}', 0) > 0
     summaries = [v for k, v in metrics.items()

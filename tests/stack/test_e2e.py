@@ -67,7 +67,6 @@ from tests.stack.e2e_helpers import (
     alertmanager_config,
     get_json,
     logs,
-    processor_metrics,
     prom_value,
     wait_for,
 )
@@ -312,7 +311,7 @@ def test_budget_walks_ok_throttle_stop_through_the_real_stack(stack: Stack, app:
 
     # -- exactly once across the Collector: processor and Prometheus hold what the app recorded --------
     def processor_spend() -> float | None:
-        return next((value for series, value in processor_metrics(stack.processor.url).items()
+        return next((value for series, value in stack.processor.metrics().items()
                      if series.startswith("llmcost_budget_spend_USD{") and f'"{BUDGET}"' in series), None)
 
     assert processor_spend() == pytest.approx(spent, abs=EPSILON)
@@ -324,7 +323,7 @@ def test_budget_walks_ok_throttle_stop_through_the_real_stack(stack: Stack, app:
     wait_for("the processor's spend in Prometheus",
              lambda: abs((prom_value(stack.prometheus.url, budget_spend) or 0.0) - spent) < EPSILON, WAIT,
              diagnostics)
-    assert processor_metrics(stack.processor.url).get(
+    assert stack.processor.metrics().get(
         'llmcost_processor_requests_total{path="/v1/metrics",status="200"}', 0) > 0
 
     # -- Prometheus rules → Alertmanager → the receiver -----------------------------------------------
