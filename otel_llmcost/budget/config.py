@@ -10,6 +10,8 @@ ours (``budget:``) is an error.
     ledger: sqlite:///llmcost-ledger.db # memory:// (default), sqlite:///path, redis://host:6379/0
     backlog:                            # spend waiting for the ledger during an outage
       journal: /var/lib/app/llmcost-backlog-${HOSTNAME}   # on disk, survives a crash; one per process
+      journal_sync: interval            # or always: synced before each call returns (also outlives a power loss)
+      journal_sync_interval: 0.05       # seconds (interval mode): what a power loss could take at most
       size: 10000                       # writes that may wait
       max_age: 1h                       # the longest one may wait
     thresholds: {warn: 0.70, throttle: 0.85, stop: 0.95}   # defaults for every budget
@@ -55,7 +57,7 @@ from .._yaml_lines import YList as _YList
 from .._yaml_lines import YMap as _YMap
 from ..environment_variables import OTEL_LLMCOST_CONFIG
 from .errors import ConfigError
-from .ledger.backlog import BacklogPolicy
+from .ledger.backlog import BacklogPolicy, check_sync
 from .levels import ForecastPolicy, Thresholds
 from .policy import AlertsConfig, Budget, BudgetConfig, Routing, Scope, WebhookConfig
 from .windows import CALENDAR_UNITS, CalendarWindow, RollingWindow, WindowSpec, parse_duration
@@ -73,7 +75,17 @@ _TOP_KEYS = (
     "routing",
     "alerts",
 )
-_BACKLOG_KEYS = ("journal", "size", "max_age", "retry_initial", "retry_max", "replay_inline", "inline_wait")
+_BACKLOG_KEYS = (
+    "journal",
+    "journal_sync",
+    "journal_sync_interval",
+    "size",
+    "max_age",
+    "retry_initial",
+    "retry_max",
+    "replay_inline",
+    "inline_wait",
+)
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _BUDGET_KEYS = ("name", "amount", "window", "timezone", "scope", "thresholds", "forecast", "allowed_models")
 
@@ -267,12 +279,31 @@ def _journal_path(value: object, at: _At) -> str:
     return os.path.expanduser(_ENV_REFERENCE.sub(expand, text))
 
 
+def _check_sync(mode: object, interval: float, at: _At) -> None:
+    try:
+        check_sync(mode, interval)
+    except ValueError as exc:
+        raise at.error(str(exc)) from None
+
+
 def _backlog(value: object, at: _At) -> BacklogPolicy:
     section = _mapping(value, at, "a mapping such as {journal: /var/lib/app/llmcost-backlog, max_age: 1h}")
     _known_keys(section, _BACKLOG_KEYS, at)
     given: dict[str, Any] = {}
     if section.get("journal") is not None:
         given["journal"] = _journal_path(section["journal"], at.key(section, "journal"))
+    for name in ("journal_sync", "journal_sync_interval"):
+        if name in section and "journal" not in given:
+            raise at.key(section, name).error(
+                f"{name} is set but there is no journal: add backlog.journal (a file path), or remove {name}"
+            )
+    if "journal_sync" in section:
+        given["journal_sync"] = section["journal_sync"]
+        _check_sync(section["journal_sync"], 0.05, at.key(section, "journal_sync"))
+    if "journal_sync_interval" in section:
+        interval_at = at.key(section, "journal_sync_interval")
+        given["journal_sync_interval"] = _duration(section["journal_sync_interval"], interval_at).total_seconds()
+        _check_sync("interval", given["journal_sync_interval"], interval_at)
     for name in ("size", "replay_inline"):
         if name in section:
             number = section[name]

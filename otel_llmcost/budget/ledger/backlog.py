@@ -57,6 +57,26 @@ Count = Callable[[str, int | Decimal], None]
 """`count(name, amount)`: adds to a named counter of the owner (its stats)."""
 
 
+SYNC_MODES = ("interval", "always")
+"""How a queued line reaches the disk: see "Durability" in `journal.py`."""
+MAX_INTERVAL = 60.0
+"""The longest `journal_sync_interval`: past a minute a power loss could take more than anyone would accept."""
+
+
+def check_sync(mode: object, interval: object) -> None:
+    """ValueError unless `mode` is a sync mode and `interval` a sensible number of seconds."""
+    if mode not in SYNC_MODES:
+        raise ValueError(
+            f"backlog journal_sync must be one of {', '.join(SYNC_MODES)}, not {mode!r}: 'interval' (the "
+            "default) survives any crash of the app, 'always' also a power loss, at a disk sync awaited by each queued call"
+        )
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= MAX_INTERVAL:
+        raise ValueError(
+            f"backlog journal_sync_interval must be a number of seconds above 0 and at most {MAX_INTERVAL:g}, "
+            f"not {interval!r}: it bounds what a power loss can take (0.05 is one sync per 50 ms at most)"
+        )
+
+
 @dataclass(frozen=True)
 class BacklogPolicy:
     """How much spend may wait for the ledger, for how long, and how often it is retried."""
@@ -69,12 +89,21 @@ class BacklogPolicy:
     inline_wait: float = 0.2
     journal: str | None = None
     """A file that keeps queued writes across a crash of the app (None: memory only); one per process."""
+    journal_sync: str = "interval"
+    """When a journaled write reaches the disk. "interval" (the default): it is handed to the OS before
+    `submit` returns, which is all a crash of the app (kill -9, OOM) needs, since the OS keeps its page
+    cache, and synced by a background thread within `journal_sync_interval`; only a power loss or a
+    kernel crash inside that interval loses it. "always": synced before `submit` returns (concurrent
+    calls share one sync), for a journal that must also outlive the machine. See `journal.py`."""
+    journal_sync_interval: float = 0.05
+    """Seconds a journaled write may wait for its sync in "interval" mode (at most one sync per interval)."""
 
     def __post_init__(self) -> None:
         if self.journal is not None:
             if not isinstance(self.journal, (str, os.PathLike)) or not os.fspath(self.journal).strip():
                 raise ValueError(f"backlog journal must be a file path (None: none), not {self.journal!r}")
             object.__setattr__(self, "journal", os.fspath(self.journal))
+        check_sync(self.journal_sync, self.journal_sync_interval)
         if not isinstance(self.size, int) or self.size < 0:
             raise ValueError(f"backlog size must be a whole number >= 0 (0: no backlog), not {self.size!r}")
         if not isinstance(self.replay_inline, int) or self.replay_inline < 0:
@@ -173,12 +202,17 @@ class Backlog:
         self._lost_since_log = Decimal(0)
         self._last_drop_log = -float("inf")
         self._warned_not_idempotent = False
-        self._journal_failing = False
+        self._journal_failing: set[str] = set()  # "write", "sync": what fails now (logged once per streak)
         self.journal: BacklogJournal | None = None
         if self.policy.journal is not None:
             from .journal import BacklogJournal
 
-            self.journal = BacklogJournal(self.policy.journal)
+            self.journal = BacklogJournal(
+                self.policy.journal,
+                sync=self.policy.journal_sync,
+                sync_interval=self.policy.journal_sync_interval,
+                on_sync=self._journal_synced,
+            )
             self._restore(self.journal)
 
     def _restore(self, journal: BacklogJournal) -> None:
@@ -264,11 +298,14 @@ class Backlog:
     def _enqueue(self, op: PendingOp) -> bool:
         """Queue a write (False: it did not fit and was dropped); journal it; start the drainer if none runs.
 
-        The journal line is written and synced under the queue's lock, so the file keeps the queue's
-        order; that lock is only contended during an outage, when every submit queues anyway.
+        The journal line is written under the queue's lock, so the file keeps the queue's order (one
+        `write`, microseconds); with `journal_sync="always"` the sync is waited for after the lock is
+        released, so submitters queueing at the same time share one fdatasync (group commit) instead of
+        taking turns for one each.
         """
         op = PendingOp(op.op_id, op.key, op.window, op.amount, op.now, op.reservation, op.context, time.monotonic())
         journal_error: OSError | None = None
+        ticket: int | None = None
         with self._lock:
             if self._closed or len(self._queue) >= self.policy.size:
                 fits = False
@@ -276,14 +313,24 @@ class Backlog:
                 fits = True
                 if self.journal is not None:
                     try:
-                        self.journal.append(op.entry(time.time()))
+                        ticket = self.journal.write(op.entry(time.time()))
                     except OSError as exc:  # the spend still waits in memory; only the crash safety is gone
                         journal_error = exc
                 self._queue.append(op)
                 self._usd += op.amount
                 self._start_drainer_locked()
+        if ticket is not None and self.policy.journal_sync == "always" and self.journal is not None:
+            try:
+                self.journal.commit(ticket)
+            except OSError as exc:  # in the OS but maybe not on disk: an app crash keeps it, a power loss not
+                journal_error = exc
         if fits and (journal_error is not None or self._journal_failing):
-            self._journal_result(journal_error)
+            if ticket is not None:
+                self._journal_result("write", None)  # the line is in the file
+                if self.policy.journal_sync == "always":
+                    self._journal_result("sync", journal_error)
+            else:
+                self._journal_result("write", journal_error)
         if not fits:
             if self._closed:
                 reason = "the engine is closed"
@@ -318,20 +365,36 @@ class Backlog:
             )
             self._drainer.start()
 
-    def _journal_result(self, error: OSError | None) -> None:
-        """Log a journal that stops (once) or works again, and count each failed write."""
+    def _journal_result(self, kind: str, error: OSError | None) -> None:
+        """Log a journal whose writes or syncs (`kind`) stop failing (once) or work again; count each
+        failure. The two are tracked apart: a background sync that works says nothing of the writes."""
         if error is None:
-            self._journal_failing = False
-            _log.warning("budget engine: the backlog journal %s is written again", self._journal_path)
+            if kind in self._journal_failing:
+                self._journal_failing.discard(kind)
+                _log.warning("budget engine: the backlog journal %s is %s again", self._journal_path,
+                             "written" if kind == "write" else "synced")  # fmt: skip
             return
         self._count("journal_errors", 1)
-        if not self._journal_failing:
-            self._journal_failing = True
+        if kind in self._journal_failing:
+            return
+        self._journal_failing.add(kind)
+        if kind == "sync":
             _log.error(
-                "budget engine: writing the backlog journal %s failed (%s); queued costs are kept in memory "
-                "only, and a crash of the app before the ledger is back would lose them",
+                "budget engine: syncing the backlog journal %s failed (%s); queued costs are in the file "
+                "but maybe not on the disk: a crash of the app keeps them, a power loss before the "
+                "ledger is back could lose them",
                 self._journal_path, error,
             )  # fmt: skip
+            return
+        _log.error(
+            "budget engine: writing the backlog journal %s failed (%s); queued costs are kept in memory "
+            "only, and a crash of the app before the ledger is back would lose them",
+            self._journal_path, error,
+        )  # fmt: skip
+
+    def _journal_synced(self, error: OSError | None) -> None:
+        """The journal's background sync ("interval" mode) reports here: counted and logged like a write."""
+        self._journal_result("sync", error)
 
     @property
     def _journal_path(self) -> str | None:

@@ -54,7 +54,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -63,6 +63,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..windows import Window
+from .backlog import check_sync
 from .base import BudgetKey, Reservation
 
 _log = logging.getLogger(__name__)
@@ -306,10 +307,33 @@ class BacklogJournal:
     raises OSError when the disk refuses (the caller keeps the write in memory).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: str = "interval",
+        sync_interval: float = 0.05,
+        on_sync: Callable[[OSError | None], None] | None = None,
+    ) -> None:
+        """`sync` is "always" (`append` returns once the line is on disk) or "interval" (a background
+        thread syncs within `sync_interval` seconds); `on_sync` hears each background sync's outcome
+        (None: it worked), since no caller is there to see its error. ValueError for a bad mode."""
+        check_sync(sync, sync_interval)
         self.path = Path(os.fspath(path))
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock = threading.Lock()
+        self.sync_mode = sync
+        self.sync_interval = float(sync_interval)
+        self.syncs = 0
+        """fdatasync calls made for queued lines (with group commit: fewer than the lines)."""
+        self._on_sync = on_sync
+        self._lock = threading.Lock()  # the file, its live lines, the counters below
+        self._sync_lock = threading.Lock()  # one fdatasync at a time; whoever waits on it shares the next
+        self._written = 0  # queued lines appended so far: a line's ticket is the count after it
+        self._synced = 0  # tickets up to this one are on disk
+        self._failed_through = 0  # tickets up to this one were in a sync that failed: never called durable
+        self._failure: OSError | None = None
+        self._syncer: threading.Thread | None = None
+        self._closing = threading.Event()
         self._live: dict[str, bytes] = {}
         self._dead = 0  # lines in the file that no longer matter
         self._torn = False  # a failed append may have left half a line: start the next one on its own
@@ -370,21 +394,125 @@ class BacklogJournal:
 
     # -- writing --
     def append(self, entry: JournalEntry) -> bool:
-        """Write a queued write and sync it (False: this is a forked child, which keeps no journal)."""
+        """Write a queued write, durable as the sync mode says (False: a forked child, which keeps no journal).
+
+        "always": synced before this returns (sharing the sync with concurrent appends); "interval":
+        in the OS before this returns, on disk within the interval.
+        """
+        ticket = self.write(entry)
+        if ticket is None:
+            return False
+        if self.sync_mode == "always":
+            self.commit(ticket)
+        return True
+
+    def write(self, entry: JournalEntry) -> int | None:
+        """Append a queued write's line to the file (the OS holds it: it survives a crash of the app).
+
+        Returns its ticket for `commit`, None in a forked child. Cheap (one `write`): callers that must
+        keep an order (the backlog, under its queue's lock) write in that order and commit afterwards,
+        outside their lock, so concurrent callers share one sync. In "interval" mode it makes sure the
+        background syncer runs.
+        """
         line = encode_queued(entry)
         with self._lock:
             if self._fd is None:
-                return self._inert()
+                self._inert()
+                return None
             data = b"\n" + line if self._torn else line
             try:
                 _write_all(self._fd, data)
-                _sync(self._fd)
             except OSError:
                 self._torn = True
                 raise
             self._torn = False
             self._live[entry.op_id] = line
+            self._written += 1
+            if self.sync_mode == "interval" and self._syncer is None:
+                self._start_syncer_locked()
+            return self._written
+
+    def commit(self, ticket: int) -> None:
+        """Return once the line of `ticket` is on disk: group commit.
+
+        One fdatasync at a time, under `_sync_lock`; it covers every line written before it started.
+        Callers that arrive while it runs wait for the lock; the first one in syncs for all of them
+        (everything written so far), and the others find their ticket covered and return without a
+        sync of their own. So N concurrent callers pay about two syncs each, not N. Raises OSError
+        when the sync that covered the ticket failed (after a failed fdatasync the kernel may have
+        dropped the pages: a later success proves nothing for them).
+        """
+        if ticket <= self._synced and ticket > self._failed_through:
+            return
+        with self._sync_lock:
+            self._raise_if_failed(ticket)
+            if ticket <= self._synced:
+                return  # the sync this caller waited behind covered it
+            self._sync_written()
+            self._raise_if_failed(ticket)
+
+    def _raise_if_failed(self, ticket: int) -> None:
+        failure = self._failure
+        if ticket <= self._failed_through and failure is not None:
+            raise OSError(failure.errno, f"syncing the backlog journal {self.path} failed: "
+                                         f"{failure.strerror or failure}")  # fmt: skip
+
+    def _sync_written(self) -> None:
+        """fdatasync every line written so far (`_sync_lock` held); raises OSError if it fails.
+
+        Syncs a duplicate of the descriptor: compaction or `close` may replace or close `_fd` meanwhile
+        (under `_lock` only), and a duplicate keeps the sync on the file it meant.
+        """
+        with self._lock:
+            if self._fd is None or self._synced >= self._written:
+                return
+            target, fd = self._written, os.dup(self._fd)
+        try:
+            _sync(fd)
+        except OSError as exc:
+            with self._lock:
+                self._failed_through, self._failure = max(self._failed_through, target), exc
+            raise
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._synced = max(self._synced, target)
+            self.syncs += 1
+
+    def _start_syncer_locked(self) -> None:
+        self._syncer = threading.Thread(
+            target=_sync_in_background,
+            args=(weakref.ref(self), self._closing, self.sync_interval),
+            name="llmcost-backlog-journal-sync",
+            daemon=True,
+        )
+        self._syncer.start()
+
+    def _background_sync(self) -> bool:
+        """The syncer's step: sync what waits; False (and the handle cleared) when nothing does."""
+        with self._lock:
+            if self._fd is None or self._synced >= self._written:
+                self._syncer = None
+                return False
+        error: OSError | None = None
+        try:
+            with self._sync_lock:
+                self._sync_written()
+        except OSError as exc:
+            error = exc
+        if self._on_sync is not None:
+            try:
+                self._on_sync(error)
+            except Exception:  # the owner's logging: never let it end the syncer
+                _log.exception("budget backlog journal %s: reporting a sync failed", self.path)
+        elif error is not None:
+            _log.error("budget backlog journal %s: syncing failed (%s); retrying", self.path, error)
         return True
+
+    def unsynced(self) -> int:
+        """Queued lines written but not yet known on disk (0 once everything written is synced)."""
+        with self._lock:
+            return self._written - self._synced
 
     def done(self, op_id: str) -> None:
         """Mark a write finished (no sync: see the module doc); truncate or compact when due."""
@@ -395,6 +523,7 @@ class BacklogJournal:
                 os.ftruncate(self._fd, 0)
                 _sync(self._fd)
                 self._dead, self._torn = 0, False
+                self._synced = self._written  # nothing left to sync: every line written is done
                 return
             line = encode_done(op_id)
             try:
@@ -419,6 +548,7 @@ class BacklogJournal:
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._dead = 0
+        self._synced = self._written  # the rewritten file, with every live line, was synced
 
     def _replace(self, data: bytes) -> None:
         """Put `data` in place of the file, atomically and durably (a synced copy renamed over it)."""
@@ -432,7 +562,8 @@ class BacklogJournal:
         os.replace(temporary, self.path)
         _sync_dir(self.path.parent)
 
-    def _inert(self) -> bool:
+    def _inert(self) -> None:
+        """Warn once that a forked child's journal writes nothing."""
         if self._abandoned and not self._warned_forked:
             self._warned_forked = True
             _log.warning(
@@ -441,12 +572,13 @@ class BacklogJournal:
                 "its own, to journal it)",
                 self.path,
             )
-        return False
 
     # -- lifecycle --
     def _abandon(self) -> None:
         """In a forked child: let go of the parent's file and lock without unlocking them for it."""
         self._lock = threading.Lock()  # the parent's may have been held by another thread at fork
+        self._sync_lock = threading.Lock()
+        self._syncer = None  # the parent's thread does not exist here
         self._abandoned = True
         self._close_fds()
 
@@ -459,7 +591,33 @@ class BacklogJournal:
                     os.close(fd)  # closing the last descriptor releases the flock
 
     def close(self) -> None:
-        """Release the file and the lock; what was not marked done stays for the next process."""
+        """Sync what is not yet on disk, then release the file and the lock; what was not marked done
+        stays for the next process."""
+        self._closing.set()  # the background syncer ends at its next step
+        try:
+            with self._sync_lock:
+                self._sync_written()
+        except OSError as exc:
+            _log.error("budget backlog journal %s: the last sync before closing failed (%s); a power loss "
+                       "now could lose the last queued costs", self.path, exc)  # fmt: skip
         with self._lock:
             self._close_fds()
         _OPEN.discard(self)
+
+
+def _sync_in_background(ref: weakref.ReferenceType[BacklogJournal], closing: threading.Event,
+                        interval: float) -> None:  # fmt: skip
+    """The "interval" mode's syncer: sync, then at most one sync per interval while lines keep coming.
+
+    Syncs at once when woken (a line waits the interval at most, plus the sync), then sleeps the
+    interval, so an outage costs one fdatasync per interval whatever the call rate. Ends when a step
+    finds nothing written since the last sync (the next write starts it again), on `close`, or when
+    the journal is gone; it holds the journal only weakly between steps.
+    """
+    while True:
+        journal = ref()
+        if journal is None or not journal._background_sync():
+            return
+        del journal
+        if closing.wait(interval):
+            return
