@@ -10,14 +10,16 @@ an SQLite file locked by another writer; a file-size limit (RLIMIT_FSIZE) that m
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -54,6 +56,7 @@ from otel_llmcost.testing.processes import free_port
 
 from . import journal_worker
 from .helpers import ListSink
+from .journal_worker import Worker
 from .test_settle_backlog import DurableRedis
 
 D = Decimal
@@ -75,6 +78,16 @@ def entry(op_id: str, amount: str = "0.1", *, hold: bool = False, queued_at: flo
 
 def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines()
+
+
+@contextlib.contextmanager
+def logging_off() -> Iterator[None]:
+    """Silence the outage's expected error lines (one per refused ledger call)."""
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 # -- the file ------------------------------------------------------------------------------------------------
@@ -215,6 +228,106 @@ def test_backlog_policy_refuses_a_journal_that_is_not_a_path() -> None:
     assert BacklogPolicy(journal=Path("/x/y")).journal == "/x/y"  # type: ignore[arg-type]
 
 
+# -- syncing: group commit ("always") and the background syncer ("interval") ------------------------------------
+def test_always_appends_wait_for_a_sync_and_callers_queued_behind_one_share_the_next(tmp_path: Path) -> None:
+    """Eight threads append while a sync runs: none returns before a sync, and one more sync covers all eight.
+
+    The test holds the journal's sync lock, which is what a running fdatasync holds: every append has
+    written its line (it is in the file) and waits. Once released, the first caller syncs for everyone.
+    """
+    journal = BacklogJournal(tmp_path / "journal", sync="always")
+    threads = [threading.Thread(target=journal.append, args=(entry(f"t{i}"),)) for i in range(8)]
+    with journal._sync_lock:  # a sync in progress
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: journal.unsynced() == 8, "the appends never wrote their lines")
+        time.sleep(0.05)  # give a wrongly early return the chance to happen
+        assert all(thread.is_alive() for thread in threads)  # no append returned before a sync
+        assert len(read_journal(tmp_path / "journal")[0]) == 8  # yet each line is in the file (the OS has it)
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert journal.syncs == 1 and journal.unsynced() == 0  # one fdatasync for the eight, not eight
+    journal.close()
+
+
+def test_interval_syncs_in_the_background_at_most_once_per_interval_and_close_syncs_the_rest(
+    tmp_path: Path,
+) -> None:
+    """In "interval" mode an append returns at once; the syncer syncs, then waits the interval; close syncs."""
+    journal = BacklogJournal(tmp_path / "journal", sync="interval", sync_interval=30.0)
+    assert journal.append(entry("a"))
+    wait_for(lambda: journal.unsynced() == 0, "the background syncer never synced the first line")
+    assert journal.syncs == 1
+    syncer = journal._syncer
+    assert syncer is not None and syncer.is_alive()
+    journal.append(entry("b"))
+    journal.append(entry("c"))
+    assert journal.unsynced() == 2 and journal.syncs == 1  # the syncer waits out its interval
+    journal.close()
+    assert journal.syncs == 2 and journal.unsynced() == 0  # close synced the two waiting lines
+    syncer.join(DEADLINE)
+    assert not syncer.is_alive()  # and the syncer ended with it
+    assert [e.op_id for e in read_journal(tmp_path / "journal")[0]] == ["a", "b", "c"]
+
+
+def test_the_background_syncer_ends_when_idle_and_starts_again_on_the_next_line(tmp_path: Path) -> None:
+    """No thread stays behind once everything is synced; the next line gets a syncer again."""
+    journal = BacklogJournal(tmp_path / "journal", sync="interval", sync_interval=0.01)
+    journal.append(entry("a"))
+    wait_for(lambda: journal._syncer is None, "the syncer never ended with nothing left to sync")
+    assert journal.unsynced() == 0
+    journal.append(entry("b"))
+    wait_for(lambda: journal._syncer is None and journal.unsynced() == 0, "the second line was never synced")
+    assert journal.syncs == 2
+    journal.close()
+
+
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_concurrent_submitters_keep_every_write_and_each_threads_order(tmp_path: Path, sync: str) -> None:
+    """8 threads × 150 costs queued at once on a dead Redis: the journal holds all 1201, each thread's in
+    its order, and a new engine on a working ledger replays exactly their sum."""
+    path = tmp_path / "journal"
+    policy = BacklogPolicy(journal=str(path), retry_initial=600, retry_max=600, journal_sync=sync)
+    engine = BudgetEngine([Budget("monthly", D("100000"))], dead_redis(), sinks=[], backlog=policy)
+    engine.record_cost(D("0.5"), {})  # the first write queues: every later one finds a queue
+    start = threading.Barrier(8)
+
+    def submit(thread: int) -> None:
+        start.wait()
+        for i in range(150):  # the amount says who sent it and when: thread + 1 dollars, i millionths
+            engine.record_cost(D(thread + 1) + D(i) / 1_000_000, {})
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(8)]
+    with logging_off():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE)
+    assert engine.pending()[0] == 1201 and engine.stats.journal_errors == 0
+    journal = engine._backlog.journal
+    assert journal is not None
+    if sync == "always":
+        assert journal.unsynced() == 0  # every call returned after its line was synced
+    written, bad = read_journal(path)
+    assert not bad and len(written) == 1201 and len({e.op_id for e in written}) == 1201
+    for thread in range(8):
+        mine = [e.amount - (thread + 1) for e in written if int(e.amount) == thread + 1]
+        assert mine == [D(i) / 1_000_000 for i in range(150)], thread
+    expected = D("0.5") + sum(D(t + 1) * 150 + sum(D(i) for i in range(150)) / 1_000_000 for t in range(8))
+    with logging_off():
+        engine.close(timeout=0.1)
+    engine.ledger.close()
+
+    ledger = SQLiteLedger(tmp_path / "ledger.db")
+    quick = dataclasses.replace(policy, retry_initial=0.01, retry_max=0.05)
+    again = BudgetEngine([Budget("monthly", D("100000"))], ledger, sinks=[], backlog=quick)
+    assert again.stats.restored == 1201
+    wait_for(lambda: again.stats.replayed == 1201, "the restored writes were never replayed")
+    assert again.state()[0].spend == expected and again.pending() == (0, D(0))
+    again.close()
+    ledger.close()
+
+
 # -- the engine on a journal, in one process ----------------------------------------------------------------
 def dead_redis() -> RedisLedger:
     """A Redis ledger with nothing listening on its port: every call fails at once (connection refused)."""
@@ -347,6 +460,36 @@ def test_the_config_file_sets_the_backlog_and_its_journal(
     assert BudgetConfig().backlog is None  # no section: memory only, as before
 
 
+def test_the_config_file_sets_how_the_journal_is_synced(tmp_path: Path) -> None:
+    """`journal_sync` and `journal_sync_interval` reach the policy and the journal; the default is interval."""
+    config = tmp_path / "llmcost.yaml"
+    config.write_text(
+        f"budgets: []\nbacklog:\n  journal: {tmp_path}/j\n  journal_sync: always\n  journal_sync_interval: 0.25\n"
+    )
+    loaded = load_budget_config(config)
+    assert loaded.backlog is not None
+    assert (loaded.backlog.journal_sync, loaded.backlog.journal_sync_interval) == ("always", 0.25)
+    engine = BudgetEngine(loaded, "memory://", sinks=[])
+    assert engine._backlog.journal is not None and engine._backlog.journal.sync_mode == "always"
+    engine.close()
+    config.write_text(f"budgets: []\nbacklog:\n  journal: {tmp_path}/j\n")
+    default = load_budget_config(config).backlog
+    assert default is not None and (default.journal_sync, default.journal_sync_interval) == ("interval", 0.05)
+
+
+def test_backlog_policy_refuses_bad_sync_settings_with_what_they_mean() -> None:
+    """A mode other than interval/always, or an interval that is not in (0, 60] seconds, is a ValueError."""
+    for mode in ("sometimes", "ALWAYS", None, 1):
+        with pytest.raises(ValueError, match="journal_sync must be one of interval, always.*survives any crash"):
+            BacklogPolicy(journal="/x", journal_sync=mode)  # type: ignore[arg-type]
+    for interval in (0, -1, float("nan"), float("inf"), 61, True, "0.05"):
+        with pytest.raises(ValueError, match="journal_sync_interval must be a number of seconds above 0 and at most"):
+            BacklogPolicy(journal="/x", journal_sync_interval=interval)  # type: ignore[arg-type]
+    assert BacklogPolicy(journal="/x", journal_sync="always", journal_sync_interval=60).journal_sync == "always"
+    with pytest.raises(ValueError, match="journal_sync must be one of"):
+        BacklogJournal("/nonexistent/never-created", sync="fsync")
+
+
 @pytest.mark.parametrize(
     ("section", "message"),
     [
@@ -359,6 +502,17 @@ def test_the_config_file_sets_the_backlog_and_its_journal(
         ("max_age: forever", "backlog.max_age: 'forever' is not a duration"),
         ("journl: /x", "unknown key 'journl'; did you mean 'journal'?"),
         ("retry_initial: 10\n  retry_max: 1", "retry_max (1.0) must be >= retry_initial (10.0)"),
+        (
+            "journal: /x\n  journal_sync: sometimes",
+            "backlog.journal_sync: backlog journal_sync must be one of interval, always, not 'sometimes'",
+        ),
+        ("journal: /x\n  journal_sync: true", "journal_sync must be one of interval, always, not True"),
+        ("journal: /x\n  journal_sync_interval: 0", "backlog.journal_sync_interval: 0 is not a positive number"),
+        ("journal: /x\n  journal_sync_interval: 2m", "at most 60, not 120.0: it bounds what a power loss can take"),
+        ("journal: /x\n  journal_sync_interval: soon", "journal_sync_interval: 'soon' is not a duration"),
+        ("journal_sync: always", "backlog.journal_sync: journal_sync is set but there is no journal: add backlog"),
+        ("journal_sync_interval: 1", "journal_sync_interval is set but there is no journal"),
+        ("journal_synk: always", "unknown key 'journal_synk'; did you mean 'journal_sync'?"),
     ],
 )
 def test_bad_backlog_settings_name_the_file_line_and_field(
@@ -375,48 +529,6 @@ def test_bad_backlog_settings_name_the_file_line_and_field(
 
 
 # -- real crashes: a child process killed with SIGKILL -------------------------------------------------------
-class Worker:
-    """A child process running `journal_worker` (a budget engine on a journal), driven line by line."""
-
-    def __init__(self, ledger: str, prefix: str, journal: Path, retry: float = 600.0) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "tests.budget.journal_worker",
-            ledger,
-            prefix,
-            str(journal),
-            str(retry),
-        ]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-        self.hello = self._read()
-
-    def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"the worker ended (exit code {self.process.poll()})"
-        return dict(json.loads(line))
-
-    def send(self, **command: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(command) + "\n")
-        self.process.stdin.flush()
-        return self._read()
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=DEADLINE)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=DEADLINE)
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                stream.close()
-
-
 @pytest.fixture
 def workers() -> Iterator[list[Worker]]:
     """Every worker a test starts is killed at its end, whatever happens."""
@@ -433,8 +545,9 @@ def wait_for(check: Any, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("sync", ["interval", "always"])
 def test_kill_9_during_a_redis_outage_then_a_new_process_counts_the_spend_once(
-    tmp_path: Path, workers: list[Worker]
+    tmp_path: Path, workers: list[Worker], sync: str
 ) -> None:
     """Settles queued in a process SIGKILLed during a Redis outage reach the ledger from the next one, once.
 
@@ -452,7 +565,7 @@ def test_kill_9_during_a_redis_outage_then_a_new_process_counts_the_spend_once(
             BudgetKey("monthly", "global"),
             journal_worker.BUDGET.window.at(datetime.now(timezone.utc)),
         )
-        app = Worker(redis_server.url, prefix, journal)
+        app = Worker(redis_server.url, prefix, journal, sync=sync)
         workers.append(app)
         assert app.hello["ready"] and app.hello["restored"] == 0
         app.send(do="reserve", n=8, estimate="1")
@@ -485,7 +598,7 @@ def test_kill_9_during_a_redis_outage_then_a_new_process_counts_the_spend_once(
         redis_server.start()
         assert ledger.spend(key, window).spent == landed  # what landed survived the restart (fsynced AOF)
         assert ledger.spend(key, window).reserved == D(6)  # the dead app's holds are still there
-        recovery = Worker(redis_server.url, prefix, journal, retry=0.05)
+        recovery = Worker(redis_server.url, prefix, journal, retry=0.05, sync=sync)
         workers.append(recovery)
         assert recovery.hello["restored"] == 8
         assert recovery.send(do="drain", timeout=DEADLINE)["pending"] == 0
@@ -495,6 +608,46 @@ def test_kill_9_during_a_redis_outage_then_a_new_process_counts_the_spend_once(
         reply = recovery.send(do="close")
         assert reply["replayed"] == 8 and reply["dropped"] == 0
         assert journal.stat().st_size == 0
+        ledger.close()
+
+
+def test_kill_9_with_interval_sync_keeps_lines_the_disk_never_saw(tmp_path: Path, workers: list[Worker]) -> None:
+    """`journal_sync: interval`: lines written but not yet synced when the app is SIGKILLed are kept.
+
+    The interval is 30 s, so after the syncer's first sync every later line is only in the OS's page
+    cache when the kill comes (the worker reports them unsynced): a crash of the app does not take the
+    page cache with it, and the next process replays every cost, settles of the dead app's holds and
+    records from 8 threads at once, exactly once.
+    """
+    journal, prefix = tmp_path / "journal", uuid.uuid4().hex
+    with DurableRedis(tmp_path / "redis") as redis_server:
+        ledger = RedisLedger.from_url(redis_server.url, prefix=prefix)
+        key, window = BudgetKey("monthly", "global"), journal_worker.BUDGET.window.at(datetime.now(timezone.utc))
+        app = Worker(redis_server.url, prefix, journal, sync="interval", interval=30.0)
+        workers.append(app)
+        app.send(do="reserve", n=4, estimate="1")
+        redis_server.kill()
+        app.send(do="record", amount="0.001")  # the first queued line: the syncer syncs it, then sleeps 30 s
+        wait_for(lambda: app.send(do="state")["unsynced"] == 0, "the first line was never synced")
+        settles = [D("0.125") * (i + 1) for i in range(4)]
+        for i, amount in enumerate(settles):
+            app.send(do="settle", i=i, amount=str(amount))
+        threads = [[str(D(t + 1) / 100 + D(i) / 100_000) for i in range(20)] for t in range(8)]
+        reply = app.send(do="record_threads", amounts=threads)
+        assert reply["pending"] == reply["journaled"] == 1 + 4 + 160 and reply["journal_errors"] == 0
+        assert reply["unsynced"] == 4 + 160 and reply["syncs"] == 1  # in the OS, not yet on the disk
+        app.kill()
+
+        redis_server.start()
+        assert ledger.spend(key, window).reserved == D(4)  # the dead app's holds
+        recovery = Worker(redis_server.url, prefix, journal, retry=0.05)
+        workers.append(recovery)
+        assert recovery.hello["restored"] == 165
+        assert recovery.send(do="drain", timeout=DEADLINE)["pending"] == 0
+        total = D("0.001") + sum(settles) + sum(D(a) for mine in threads for a in mine)
+        spend = ledger.spend(key, window)
+        assert spend.spent == total and spend.reserved == 0
+        assert recovery.send(do="close")["replayed"] == 165
         ledger.close()
 
 
