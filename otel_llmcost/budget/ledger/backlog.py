@@ -23,9 +23,10 @@ Bounds: `size` writes wait at most (a write that does not fit is dropped), none 
 twice). Drops are counted (`dropped`, `lost_usd`) and logged as errors with the USD lost; `close()`
 makes a last attempt and logs what is left.
 
-Crashes: with `BacklogPolicy(journal=path)` every queued write is also appended (and synced) to a file
-before `submit` returns, marked done once applied, and the file is emptied when nothing waits
-(`journal.py`). A backlog created on a journal that a previous process left (it crashed, or closed
+Crashes: with `BacklogPolicy(journal=path)` every queued write is also appended to a file before
+`submit` returns (synced within `journal_sync_interval`, or before `submit` returns with
+``journal_sync="always"``: see "Durability" in `journal.py`), marked done once applied, and the file is
+emptied when nothing waits. A backlog created on a journal that a previous process left (it crashed, or closed
 during an outage) loads its writes first, in order, and replays them like its own; those older than
 `max_age` are dropped and reported lost, as in memory. Without a journal (the default) a crash of
 the app loses what was waiting.
