@@ -472,7 +472,8 @@ class BacklogJournal:
         One fdatasync at a time, under `_sync_lock`; it covers every line written before it started.
         Callers that arrive while it runs wait for the lock; the first one in syncs for all of them
         (everything written so far), and the others find their ticket covered and return without a
-        sync of their own. So N concurrent callers pay about two syncs each, not N. Raises OSError
+        sync of their own. So a caller waits for the sync running when it came and one more at most,
+        however many callers queue, and one sync serves all who queued meanwhile. Raises OSError
         when the sync that covered the ticket failed (after a failed fdatasync the kernel may have
         dropped the pages: a later success proves nothing for them).
         """
@@ -612,6 +613,7 @@ class BacklogJournal:
         """In a forked child: let go of the parent's file and lock without unlocking them for it."""
         self._lock = threading.Lock()  # the parent's may have been held by another thread at fork
         self._sync_lock = threading.Lock()
+        self._closing = threading.Event()  # its lock too
         self._syncer = None  # the parent's thread does not exist here
         self._abandoned = True
         self._close_fds()
