@@ -106,6 +106,7 @@ def test_errors_pass_through_unchanged(instrumented, client, llm_server, span_ex
     assert span.attributes["error.type"] == error.__qualname__
     assert span.status.status_code.name == "ERROR"
     assert "gen_ai.usage.cost" not in span.attributes
+    assert span.attributes["llmcost.query.hash"]  # a failed call keeps its fingerprint (set at the span's end)
     # identity: the instance raised inside the SDK is the one the app caught
     assert info.value.status_code == status
 
