@@ -269,6 +269,21 @@ class VectorIndex:
             return self._exact_search(query, k)
         return self._graph_search(query, k)
 
+    def ids(self) -> list[str]:
+        """Every id held, in no particular order."""
+        return list(self._label_of if self._graph is not None else self._row_ids)
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """A copy of the vectors of `ids` (all held), len(ids) × dim float32.
+
+        For carrying entries over into another index built meanwhile (SemanticCache's warm-up)."""
+        if not ids:
+            return np.empty((0, self.dim), dtype=np.float32)
+        if self._graph is None:
+            return self._vectors[[self._row_of[entry_id] for entry_id in ids]]
+        labels = [self._label_of[entry_id] for entry_id in ids]
+        return np.asarray(self._graph.get_items(labels), dtype=np.float32).reshape(len(ids), self.dim)
+
     def remove(self, entry_id: str) -> bool:
         """Forget one id; whether it was there."""
         if self._graph is None:

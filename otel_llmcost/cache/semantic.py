@@ -25,10 +25,12 @@ Entries the storage expired or evicted are dropped from the index when a lookup 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +121,12 @@ class SemanticStats:
     bypasses: int = 0
     errors: int = 0
     stores: int = 0
+    warmups: int = 0
+    """Catch-ups handed to the background: a namespace had more to index than a sync does inline."""
+    warming_lookups: int = 0
+    """Lookups (hits and misses) served while their namespace's index was still catching up with the
+    storage: a miss among them may be an entry not indexed yet. Many of them mean replicas start cold;
+    `index_dir` shortens the catch-up."""
 
 
 _HEADER = struct.Struct(">I")
@@ -135,10 +143,31 @@ def _decode(blob: bytes) -> tuple[str, str, bytes]:
     return str(meta["ns"]), str(meta["q"]), blob[_HEADER.size + size :]
 
 
-class _Local:
-    """One namespace's local index and how far it has read the storage."""
+_log = logging.getLogger(__name__)
 
-    __slots__ = ("index", "cursor", "epoch", "synced_at", "lock", "loaded")
+_PAGE = 1000
+"""Entries the background catch-up fetches per storage call."""
+_HOLD = 0.005
+"""Seconds the catch-up holds a namespace's lock per chunk of graph inserts (and the inline share)."""
+_YIELD = 0.0005
+"""Seconds the catch-up pauses after a chunk when a lookup or store waited for the lock meanwhile."""
+_INLINE_LOAD_BYTES = 4 << 20
+"""A saved index up to this size is read inline on first use (a few ms); a bigger one in the background."""
+_CLOSE_WAIT = 2.0
+"""Seconds close() waits for the catch-up thread to leave its current step."""
+
+
+class _Local:
+    """One namespace's local index and how far it has read the storage.
+
+    Everything the storage held up to `cursor` (in `epoch`) is in `index`, so a saved (index, cursor)
+    pair never skips an entry. While `warming`, the background catch-up owns `cursor` and lookups do
+    not sync; `generation` changes when the index is started again (epoch change), so a catch-up step
+    begun before drops what it fetched; `gone` says the namespace left this cache (LRU, clear).
+    """
+
+    __slots__ = ("index", "cursor", "epoch", "synced_at", "lock", "loaded", "warming", "generation", "gone",
+                 "load_path", "contended")
 
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
@@ -147,6 +176,45 @@ class _Local:
         self.loaded = False
         self.cursor = 0
         self.synced_at = float("-inf")
+        self.warming = False
+        self.generation = 0
+        self.gone = False
+        self.load_path: str | None = None
+        """A saved index too big to read inline, which the catch-up reads first."""
+        self.contended = False
+        """A lookup or store waited for the lock: the catch-up lets it in before its next chunk."""
+
+
+def _acquire(local: _Local) -> None:
+    """Take the namespace's lock, telling the catch-up when we had to wait (it then yields)."""
+    if not local.lock.acquire(blocking=False):
+        local.contended = True
+        local.lock.acquire()
+
+
+_CACHES: weakref.WeakSet[SemanticCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_CACHES):
+        cache._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _warm(ref: weakref.ref[SemanticCache]) -> None:
+    """The catch-up thread: one page step per warming namespace in turn, until none is left."""
+    while True:
+        cache = ref()
+        if cache is None:
+            return
+        job = cache._next_warm_job()
+        if job is None:
+            return
+        cache._warm_run(*job)
+        del cache, job
 
 
 class SemanticCache:
@@ -175,11 +243,14 @@ class SemanticCache:
         index_factory: Callable[[int], VectorIndex] | None = None,
         index_dir: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
+        inline_sync: int = 250,
     ) -> None:
         if np is None:  # pragma: no cover - depends on the environment
             raise ImportError("the semantic cache needs numpy: pip install 'otel-llmcost[embeddings]'")
         if k < 1:
             raise ValueError(f"k={k}: ask for at least one candidate")
+        if isinstance(inline_sync, bool) or not isinstance(inline_sync, int) or inline_sync < 1:
+            raise ValueError(f"inline_sync={inline_sync!r}: index at least one entry per sync inline")
         self.embedder = embedder
         self.policy = policy
         self.dim = int(embedder.dim)
@@ -193,9 +264,19 @@ class SemanticCache:
         )
         self.index_dir = os.fspath(index_dir) if index_dir is not None else None
         self._new_index = index_factory if index_factory is not None else (lambda dim: VectorIndex(dim))
+        self.inline_sync = inline_sync
         self._locals: OrderedDict[str, _Local] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # _locals, the warm queue, the catch-up thread's handle, counts
         self._counts: dict[str, int] = dict.fromkeys(SemanticStats.__dataclass_fields__, 0)
+        self._warm_queue: OrderedDict[str, _Local] = OrderedDict()
+        self._warmer: threading.Thread | None = None
+        self._warmer_pid = 0  # a forked child inherits the handle, not the thread
+        self._warm_failing = False
+        self._closed = False
+        # seconds per graph insert as last measured (wall time, so the machine's load counts): sizes the
+        # chunks the catch-up adds per lock hold and the share of a sync indexed inline
+        self._insert_cost = 0.002
+        _CACHES.add(self)
 
     # -- helpers --
     def _count(self, name: str, n: int = 1) -> None:
@@ -216,34 +297,257 @@ class SemanticCache:
                 local = _Local(self._new_index(self.dim))
                 self._locals[ns_id] = local
                 while len(self._locals) > self.max_local_namespaces:
-                    self._locals.popitem(last=False)
+                    dropped_id, dropped = self._locals.popitem(last=False)
+                    dropped.gone = True  # stops its catch-up, if one runs
+                    self._warm_queue.pop(dropped_id, None)
             else:
                 self._locals.move_to_end(ns_id)
             return local
 
     def _sync(self, ns_id: str, local: _Local) -> None:
-        """Add the namespace's entries stored since the last sync, when due. Call with local.lock held."""
+        """Index the namespace's entries stored since the last sync, when due. Call with local.lock held.
+
+        Inline work is bounded so a call never waits long for it: at most `inline_sync` entries are
+        fetched, and only what is cheap to index now is added (an exact index filled up to its limit,
+        or the graph inserts that fit in `_HOLD`); the rest, and whatever lies past the page, is left
+        to the background catch-up, which owns the cursor until it is done.
+        """
+        if local.warming:
+            return
         if not local.loaded:
             local.loaded = True
-            self._load(ns_id, local)
+            if self._load(ns_id, local):
+                self._start_warming(ns_id, local)
+                return
         now = self._clock()
-        if now - local.synced_at >= self.sync_interval:
-            batch = self.storage.fetch_vectors(ns_id, after=local.cursor)
-            if local.epoch and batch.epoch != local.epoch:
-                # The storage's contents were recreated (e.g. Redis restarted empty): our cursor means
-                # nothing there and our entries are gone. Start the namespace's index again.
-                local.index = self._new_index(self.dim)
-                batch = self.storage.fetch_vectors(ns_id, after=0)
-            local.epoch = batch.epoch
-            # Ids already held are this process's own stores (or a replica storing the same query):
-            # an id is the hash of namespace and query text, so its vector is the same.
-            fresh = [(e, v) for e, v in batch.entries if e not in local.index]
-            if fresh:
-                ids = [e for e, _ in fresh]
-                vecs = np.frombuffer(b"".join(v for _, v in fresh), dtype=np.float32)
-                local.index.add(ids, vecs.reshape(len(ids), self.dim))
+        if now - local.synced_at < self.sync_interval:
+            return
+        batch = self.storage.fetch_vectors(ns_id, after=local.cursor, limit=self.inline_sync)
+        if local.epoch and batch.epoch != local.epoch:
+            # The storage's contents were recreated (e.g. Redis restarted empty): our cursor means
+            # nothing there and our entries are gone. Start the namespace's index again.
+            self._restart(local)
+            batch = self.storage.fetch_vectors(ns_id, after=0, limit=self.inline_sync)
+        local.epoch = batch.epoch
+        local.synced_at = now
+        # Ids already held are this process's own stores (or a replica storing the same query):
+        # an id is the hash of namespace and query text, so its vector is the same.
+        fresh = [(e, v) for e, v in batch.entries if e not in local.index]
+        share = self._inline_share(local.index, len(fresh))
+        if share:
+            self._add(local, fresh[:share])
+        if share == len(fresh):
             local.cursor = batch.cursor
-            local.synced_at = now
+            if not batch.more:
+                return
+        # else the cursor stays: the catch-up fetches this page again and skips what is indexed
+        self._start_warming(ns_id, local)
+
+    def _inline_share(self, index: VectorIndex, n: int) -> int:
+        """How many of n new entries to index while a caller waits (see `_sync`)."""
+        if n == 0:
+            return 0
+        if not index.is_graph:
+            # ~2.5 µs an entry; crossing the limit would build the whole graph: that is left to the
+            # catch-up, which builds it off the lock
+            return max(0, min(n, index.exact_limit - len(index)))
+        return min(n, int(_HOLD / self._insert_cost))
+
+    def _add(self, local: _Local, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Add stored (id, vector bytes) pairs to the namespace's index. Call with local.lock held."""
+        if not entries:
+            return
+        ids = [e for e, _ in entries]
+        vectors = np.frombuffer(b"".join(v for _, v in entries), dtype=np.float32).reshape(len(ids), self.dim)
+        graph = local.index.is_graph
+        start = time.perf_counter()
+        local.index.add(ids, vectors)
+        if graph:
+            per = (time.perf_counter() - start) / len(ids)
+            self._insert_cost = 0.8 * self._insert_cost + 0.2 * max(per, 1e-6)
+
+    def _restart(self, local: _Local) -> None:
+        """Drop the namespace's index and read the storage again from its start. Call with local.lock held."""
+        local.index = self._new_index(self.dim)
+        local.cursor = 0
+        local.epoch = ""
+        local.load_path = None
+        local.generation += 1
+
+    # -- the background catch-up --
+    def _start_warming(self, ns_id: str, local: _Local) -> None:
+        """Hand the namespace to the catch-up thread. Call with local.lock held."""
+        local.warming = True
+        self._count("warmups")
+        self._enqueue(ns_id, local)
+
+    def _enqueue(self, ns_id: str, local: _Local) -> None:
+        with self._lock:
+            if self._closed or local.gone:
+                return
+            self._warm_queue[ns_id] = local
+            self._ensure_warmer_locked()
+
+    def _ensure_warmer_locked(self) -> None:
+        """Start the catch-up thread unless it runs (in this process). Call with self._lock held."""
+        if self._warmer is not None and self._warmer_pid == os.getpid():
+            return
+        self._warmer_pid = os.getpid()
+        self._warmer = threading.Thread(
+            target=_warm, args=(weakref.ref(self),), name="llmcost-semantic-warmup", daemon=True
+        )
+        try:
+            self._warmer.start()
+        except RuntimeError as exc:  # no thread to be had: the inline syncs go on, a page at a time
+            self._warmer = None
+            _log.warning("semantic cache: cannot start the index catch-up thread (%s); namespaces are "
+                         "indexed %d entries per sync instead", exc, self.inline_sync)  # fmt: skip
+            for queued in self._warm_queue.values():
+                queued.warming = False
+            self._warm_queue.clear()
+
+    def _next_warm_job(self) -> tuple[str, _Local] | None:
+        """The next namespace to catch up, round robin; None (and the thread ends) when there is none."""
+        with self._lock:
+            if self._closed or not self._warm_queue:
+                if self._warmer is threading.current_thread():
+                    self._warmer = None
+                return None
+            return self._warm_queue.popitem(last=False)
+
+    def _warm_run(self, ns_id: str, local: _Local) -> None:
+        """One catch-up step for the namespace, queued again while more remains. Never raises: a step
+        that fails ends the catch-up, and the next sync (which reports storage errors to its caller)
+        starts another."""
+        try:
+            more = self._warm_step(ns_id, local)
+        except Exception as exc:  # noqa: BLE001 - a background thread has nobody to raise to
+            with local.lock:
+                local.warming = False
+                local.synced_at = self._clock()
+            if not self._closed and not self._warm_failing:
+                self._warm_failing = True
+                _log.warning("semantic cache: catching up a namespace's index with %s failed (%s: %s); "
+                             "lookups use what is indexed, the next sync tries again",
+                             self.storage.uri, type(exc).__name__, exc)  # fmt: skip
+            return
+        if self._warm_failing:
+            self._warm_failing = False
+            _log.warning("semantic cache: catching up with %s works again", self.storage.uri)
+        if more:
+            self._enqueue(ns_id, local)
+
+    def _stale(self, local: _Local, generation: int) -> bool:
+        return self._closed or local.gone or local.generation != generation
+
+    def _warm_step(self, ns_id: str, local: _Local) -> bool:
+        """Fetch one page past the cursor and index it; whether the namespace has more to catch up.
+
+        Inserts go into the live index in chunks sized to hold the lock about `_HOLD` seconds (hnswlib
+        releases the GIL while inserting, and lookups get the lock between chunks), so every entry is
+        searchable as soon as its chunk is in. Turning the exact index into a graph is one big step:
+        that graph is built off the lock and swapped in (`_adopt`).
+        """
+        with local.lock:
+            if local.gone or not local.warming or self._closed:
+                return False
+            generation, cursor, epoch, load_path = local.generation, local.cursor, local.epoch, local.load_path
+        if load_path is not None:
+            self._warm_load(ns_id, local, generation)
+            return True
+        batch = self.storage.fetch_vectors(ns_id, after=cursor, limit=_PAGE)
+        if epoch and batch.epoch != epoch:
+            with local.lock:
+                if not self._stale(local, generation):
+                    self._restart(local)
+            return True
+        entries = batch.entries
+        done = 0
+        while done < len(entries):
+            with local.lock:
+                if self._stale(local, generation):
+                    return not local.gone and not self._closed
+                index = local.index
+                if not index.is_graph and len(index) + len(entries) - done > index.exact_limit:
+                    break
+                n = len(entries) - done if not index.is_graph else max(1, int(_HOLD / self._insert_cost))
+                self._add(local, [(e, v) for e, v in entries[done : done + n] if e not in index])
+                graph = index.is_graph
+            done += n
+            if graph and local.contended:
+                local.contended = False
+                time.sleep(_YIELD)
+        if done < len(entries) and not self._warm_convert(local, generation, entries[done:]):
+            return not local.gone and not self._closed
+        with local.lock:
+            if self._stale(local, generation):
+                return not local.gone and not self._closed
+            local.cursor = batch.cursor
+            local.epoch = batch.epoch
+            if batch.more:
+                return True
+            local.warming = False
+            local.synced_at = self._clock()
+            return False
+
+    def _warm_convert(self, local: _Local, generation: int, rest: Sequence[tuple[str, bytes]]) -> bool:
+        """Build the graph that the exact index plus `rest` make, off the lock, and swap it in."""
+        with local.lock:
+            if self._stale(local, generation):
+                return False
+            ids = local.index.ids()
+            vectors = local.index.vectors(ids)
+        held = set(ids)
+        rest = [(e, v) for e, v in rest if e not in held]
+        graph = self._new_index(self.dim)
+        if rest:
+            new = np.frombuffer(b"".join(v for _, v in rest), dtype=np.float32).reshape(len(rest), self.dim)
+            ids = ids + [e for e, _ in rest]
+            vectors = np.concatenate([vectors, new])
+        graph.add(ids, vectors)
+        return self._adopt(local, generation, graph)
+
+    def _adopt(self, local: _Local, generation: int, index: VectorIndex,
+               then: Callable[[], None] | None = None) -> bool:
+        """Make `index` (built off the lock) the namespace's index, carrying over the entries the live
+        one gained meanwhile (stores); `then` runs under the same lock hold. Whether it was adopted.
+
+        Entries removed from the live index meanwhile may come back: harmless, as a lookup that meets
+        one finds it gone from the storage and removes it again.
+        """
+        for attempt in range(3):
+            with local.lock:
+                if self._stale(local, generation):
+                    return False
+                live = local.index
+                missing = [e for e in live.ids() if e not in index]
+                if attempt == 2 or len(missing) * self._insert_cost <= _HOLD:
+                    if missing:
+                        index.add(missing, live.vectors(missing))
+                    local.index = index
+                    if then is not None:
+                        then()
+                    return True
+                vectors = live.vectors(missing)
+            index.add(missing, vectors)  # many stores meanwhile: add them off the lock, then look again
+        return False  # pragma: no cover - the last attempt always adopts
+
+    def _warm_load(self, ns_id: str, local: _Local, generation: int) -> None:
+        """Read the namespace's saved index off the lock and adopt it with its cursor and epoch."""
+        saved = self._read_saved(ns_id)
+        with local.lock:
+            if self._stale(local, generation):
+                return
+            local.load_path = None
+        if saved is None:  # unreadable after all: the catch-up reads the storage from the start
+            return
+        index, cursor, epoch = saved
+
+        def position() -> None:
+            local.cursor = cursor
+            local.epoch = epoch
+
+        self._adopt(local, generation, index, position)
 
     # -- API --
     def lookup(self, namespace: Namespace, query_text: str, context: LookupContext | None = None,
@@ -261,9 +565,16 @@ class SemanticCache:
         vector = self._embed(query_text)
         try:
             local = self._local(ns_id)
-            with local.lock:  # one lock per namespace: lookups in other namespaces go on meanwhile
+            _acquire(local)  # one lock per namespace: lookups in other namespaces go on meanwhile
+            try:
                 self._sync(ns_id, local)
                 candidates = local.index.search(vector, self.k)
+                warming = local.warming
+            finally:
+                local.lock.release()
+            if warming:  # served from what is indexed so far; the catch-up goes on in the background
+                self._count("warming_lookups")
+                self._ensure_warming()
             rejected = False
             for entry_id, similarity in candidates:
                 entry = self.storage.entry(ns_id, entry_id)
@@ -315,9 +626,12 @@ class SemanticCache:
         try:
             self.storage.add(ns_id, entry_id, vector.tobytes(), blob, ttl if ttl is not None else self.ttl)
             local = self._local(ns_id)
-            with local.lock:
+            _acquire(local)
+            try:
                 self._sync(ns_id, local)
                 local.index.add([entry_id], vector[None, :])
+            finally:
+                local.lock.release()
         except CacheStorageError:
             self._count("errors")
             raise
@@ -346,10 +660,40 @@ class SemanticCache:
             locals_ = list(self._locals.items())
         return {ns: len(local.index) for ns, local in locals_}
 
-    def clear(self) -> None:
-        """Remove every entry from the storage and drop the local indexes."""
+    def warming(self) -> frozenset[str]:
+        """Namespaces (ids) whose index is still catching up with the storage in the background; with
+        `local_index_sizes` it shows how far each has got."""
         with self._lock:
+            return frozenset(ns for ns, local in self._locals.items() if local.warming)
+
+    def _ensure_warming(self) -> None:
+        """Restart the catch-up thread where it does not run (a forked child) while namespaces wait."""
+        if self._warmer is not None and self._warmer_pid == os.getpid():
+            return
+        with self._lock:
+            if self._warm_queue and not self._closed:
+                self._ensure_warmer_locked()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks, no catch-up thread, and namespaces whose lock a thread of the
+        parent held (their index may be half-written) dropped, to be rebuilt from the storage."""
+        self._lock = threading.Lock()
+        self._warmer = None
+        for ns_id, local in list(self._locals.items()):
+            if local.lock.locked():
+                local.gone = True
+                del self._locals[ns_id]
+                self._warm_queue.pop(ns_id, None)
+            elif local.warming:
+                self._warm_queue[ns_id] = local  # the one the parent's thread was on is queued again
+
+    def clear(self) -> None:
+        """Remove every entry from the storage and drop the local indexes (stopping their catch-ups)."""
+        with self._lock:
+            for local in self._locals.values():
+                local.gone = True
             self._locals.clear()
+            self._warm_queue.clear()
         self.storage.clear()
 
     def _paths(self, ns_id: str) -> tuple[str, str]:
@@ -357,22 +701,39 @@ class SemanticCache:
         base = os.path.join(self.index_dir, ns_id)
         return base + ".vix", base + ".json"
 
-    def _load(self, ns_id: str, local: _Local) -> None:
-        """Start from the namespace's saved index, if there is a readable one. Call with local.lock held."""
+    def _load(self, ns_id: str, local: _Local) -> bool:
+        """Start from the namespace's saved index, if there is a readable one. Call with local.lock held.
+
+        A small file is read at once; a bigger one (a 100k graph is ~200 MB, ~a second to read) is left
+        to the catch-up: True then."""
         if self.index_dir is None:
-            return
+            return False
+        index_path, _ = self._paths(ns_id)
+        try:
+            size = os.path.getsize(index_path)
+        except OSError:
+            return False  # none saved: built from the storage
+        if size > _INLINE_LOAD_BYTES:
+            local.load_path = index_path
+            return True
+        saved = self._read_saved(ns_id)
+        if saved is not None:
+            local.index, local.cursor, local.epoch = saved
+        return False
+
+    def _read_saved(self, ns_id: str) -> tuple[VectorIndex, int, str] | None:
+        """The namespace's saved index, cursor and epoch; None when missing, unreadable or of another dim."""
         index_path, meta_path = self._paths(ns_id)
         try:
             with open(meta_path, encoding="utf-8") as f:
                 meta = json.load(f)
             index = VectorIndex.load(index_path)
-        except (OSError, ValueError, KeyError):
-            return  # none saved, or unreadable: rebuilt from the storage
+            cursor, epoch = int(meta["cursor"]), str(meta["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # unreadable: rebuilt from the storage
         if index.dim != self.dim:
-            return
-        local.index = index
-        local.cursor = int(meta["cursor"])
-        local.epoch = str(meta["epoch"])
+            return None
+        return index, cursor, epoch
 
     def save_indexes(self) -> int:
         """Write each local HNSW index (not the small exact ones) to `index_dir`; how many were written."""
@@ -396,7 +757,13 @@ class SemanticCache:
         return written
 
     def close(self) -> None:
-        """Save the HNSW indexes (with `index_dir`) and close the storage."""
+        """Stop the catch-up, save the HNSW indexes (with `index_dir`) and close the storage."""
+        with self._lock:
+            self._closed = True
+            self._warm_queue.clear()
+            warmer = self._warmer if self._warmer_pid == os.getpid() else None
+        if warmer is not None and warmer is not threading.current_thread():
+            warmer.join(_CLOSE_WAIT)  # it stops between chunks; a graph build in progress may take longer
         self.save_indexes()
         self.storage.close()
 

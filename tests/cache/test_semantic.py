@@ -329,9 +329,9 @@ class _CountingStorage:
         self.inner = inner
         self.fetched_after: list[int] = []
 
-    def fetch_vectors(self, namespace: str, after: int = 0) -> Any:
+    def fetch_vectors(self, namespace: str, after: int = 0, limit: int | None = None) -> Any:
         self.fetched_after.append(after)
-        return self.inner.fetch_vectors(namespace, after)
+        return self.inner.fetch_vectors(namespace, after, limit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

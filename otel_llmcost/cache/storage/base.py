@@ -4,8 +4,9 @@ Two kinds of entry share one size bound (`max_entries`) and one LRU order:
 
 - plain entries (the exact cache): ``get`` / ``set`` / ``delete`` of bytes by string key;
 - semantic entries: ``add(namespace, entry_id, vector, payload)``; ``entry`` reads one back (and
-  counts as an access); ``fetch_vectors(namespace, after=cursor)`` returns the vectors added since a
-  cursor, so a process rebuilds its local index on start and follows other replicas' additions.
+  counts as an access); ``fetch_vectors(namespace, after=cursor, limit=n)`` returns the vectors added
+  since a cursor, oldest first, at most `n` of them (a page) with the cursor to continue from, so a
+  process rebuilds its local index page by page and follows other replicas' additions.
 
 Expiry is checked against the storage's clock (``time.time`` unless a test passes another), so TTLs
 behave the same on every backend; Redis also expires keys on its own so nothing lingers.
@@ -29,6 +30,7 @@ __all__ = [
     "CacheStorage",
     "VectorBatch",
     "check_name",
+    "check_page",
     "check_limits",
     "redact_uri",
 ]
@@ -46,6 +48,12 @@ def check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or _NAME.fullmatch(value) is None:
         raise ValueError(f"{kind} {value!r} is not a valid cache name: use 1-128 of A-Z a-z 0-9 _ . -")
     return value
+
+
+def check_page(limit: int | None) -> None:
+    """Refuses a page size that would return nothing (and so never move the cursor)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r}: fetch at least one entry per page, or None for all")
 
 
 def check_limits(max_entries: int | None, default_ttl: float | None) -> None:
@@ -70,11 +78,14 @@ class VectorBatch:
 
     `epoch` names the storage's contents: it changes when they are recreated (a Redis server restarted
     empty, a SQLite file replaced), and a cursor of another epoch means nothing: start again from 0.
+    `more`: the page stopped at its `limit`, so entries past `cursor` may remain (fetch again from
+    `cursor`); False when the storage was read to its end.
     """
 
     entries: list[tuple[str, bytes]]
     cursor: int
     epoch: str = ""
+    more: bool = False
 
 
 @runtime_checkable
@@ -105,8 +116,12 @@ class CacheStorage(Protocol):
     def remove(self, namespace: str, entry_id: str) -> bool:
         """Remove a semantic entry; whether there was one."""
 
-    def fetch_vectors(self, namespace: str, after: int = 0) -> VectorBatch:
-        """Live entries of the namespace added after cursor `after` (0: all), oldest first, and the epoch."""
+    def fetch_vectors(self, namespace: str, after: int = 0, limit: int | None = None) -> VectorBatch:
+        """Live entries of the namespace added after cursor `after` (0: all), oldest first, and the epoch.
+
+        At most `limit` entries (None: all); the batch's cursor then continues after the last entry
+        read (expired ones skipped count as read, so a page of expired entries still moves on) and
+        `more` says whether to ask again. A cursor is opaque: pass back only one this storage gave."""
 
     def __len__(self) -> int:
         """Entries stored, both kinds (may count expired ones not yet purged)."""

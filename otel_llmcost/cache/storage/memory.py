@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import uuid
+from bisect import bisect_right
 from collections import OrderedDict
 
-from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock
+from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, check_page, now_clock
 
 # One LRU over both kinds of entry: plain keys are ("k", key), semantic ones ("v", namespace, id).
 _Key = tuple[str, ...]
@@ -23,6 +24,43 @@ class _Item:
 
 
 _INF = float("inf")
+
+
+class _Space:
+    """One namespace's entry ids by sequence number, searchable by cursor.
+
+    `live` maps each id to its current seq; `seqs` / `ids` list every add in seq order (append-only, so
+    sorted), which lets a page start by bisection instead of walking the namespace from an end. Removed
+    or re-added ids leave stale rows there (their seq is no longer `live[id]`); they are skipped, and
+    the lists are rebuilt once stale rows outnumber live ones.
+    """
+
+    __slots__ = ("live", "seqs", "ids")
+
+    def __init__(self) -> None:
+        self.live: dict[str, int] = {}
+        self.seqs: list[int] = []
+        self.ids: list[str] = []
+
+    def add(self, entry_id: str, seq: int) -> None:
+        self.live[entry_id] = seq
+        self.seqs.append(seq)
+        self.ids.append(entry_id)
+        self._compact()
+
+    def discard(self, entry_id: str) -> None:
+        self.live.pop(entry_id, None)
+        self._compact()
+
+    def _compact(self) -> None:
+        if len(self.seqs) > 2 * len(self.live) + 64:
+            rows = sorted((seq, entry_id) for entry_id, seq in self.live.items())
+            self.seqs = [seq for seq, _ in rows]
+            self.ids = [entry_id for _, entry_id in rows]
+
+    def after(self, cursor: int) -> int:
+        """The position of the first row past `cursor`."""
+        return bisect_right(self.seqs, cursor)
 
 
 class MemoryStorage:
@@ -43,8 +81,8 @@ class MemoryStorage:
         self._clock = now_clock(clock)
         self._lock = threading.Lock()
         self._items: OrderedDict[_Key, _Item] = OrderedDict()
-        # namespace -> {entry id: seq}, seq increasing with each add
-        self._spaces: dict[str, dict[str, int]] = {}
+        # namespace -> its ids by seq (seq increasing with each add: the cursor of fetch_vectors)
+        self._spaces: dict[str, _Space] = {}
         self._seq = 0
         self._epoch = uuid.uuid4().hex
 
@@ -57,8 +95,8 @@ class MemoryStorage:
         if key[0] == "v":
             space = self._spaces.get(key[1])
             if space is not None:
-                space.pop(key[2], None)
-                if not space:
+                space.discard(key[2])
+                if not space.live:
                     del self._spaces[key[1]]
 
     def _insert(self, key: _Key, item: _Item) -> None:
@@ -107,7 +145,10 @@ class MemoryStorage:
             self._seq += 1
             key = ("v", namespace, entry_id)
             self._insert(key, _Item(bytes(payload), self._expiry(ttl), bytes(vector), self._seq))
-            self._spaces.setdefault(namespace, {})[entry_id] = self._seq
+            space = self._spaces.get(namespace)
+            if space is None:
+                space = self._spaces[namespace] = _Space()
+            space.add(entry_id, self._seq)
 
     def entry(self, namespace: str, entry_id: str) -> SemanticEntry | None:
         with self._lock:
@@ -123,26 +164,32 @@ class MemoryStorage:
             self._drop(key)
             return present
 
-    def fetch_vectors(self, namespace: str, after: int = 0) -> VectorBatch:
+    def fetch_vectors(self, namespace: str, after: int = 0, limit: int | None = None) -> VectorBatch:
+        check_page(limit)
         with self._lock:
             now = self._clock()
-            space = self._spaces.get(namespace, {})
-            found: list[tuple[int, str, bytes]] = []
+            space = self._spaces.get(namespace)
+            if space is None:
+                return VectorBatch([], after, self._epoch)
+            found: list[tuple[str, bytes]] = []
             expired: list[str] = []
-            # a namespace's dict is in seq order (a re-add moves its id to the end): read back from the end
-            for entry_id, seq in reversed(space.items()):
-                if seq <= after:
-                    break
+            cursor = after
+            pos = space.after(after)
+            end = len(space.seqs)
+            while pos < end and (limit is None or len(found) < limit):
+                seq, entry_id = space.seqs[pos], space.ids[pos]
+                pos += 1
+                cursor = seq
+                if space.live.get(entry_id) != seq:  # removed, or added again later (a later row)
+                    continue
                 item = self._items[("v", namespace, entry_id)]
                 if item.expires_at <= now:
                     expired.append(entry_id)
                 elif item.vector is not None:
-                    found.append((seq, entry_id, item.vector))
-            for entry_id in expired:
+                    found.append((entry_id, item.vector))
+            for entry_id in expired:  # after the walk: dropping may compact the lists walked
                 self._drop(("v", namespace, entry_id))
-            found.sort()
-            cursor = max([after, *(s for s, _, _ in found)])
-            return VectorBatch([(e, v) for _, e, v in found], cursor, self._epoch)
+            return VectorBatch(found, cursor, self._epoch, more=pos < end)
 
     def __len__(self) -> int:
         with self._lock:

@@ -24,7 +24,16 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from ..errors import CacheStorageError
-from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock, redact_uri
+from .base import (
+    Clock,
+    SemanticEntry,
+    VectorBatch,
+    check_limits,
+    check_name,
+    check_page,
+    now_clock,
+    redact_uri,
+)
 
 T = TypeVar("T")
 _PAGE = 1000
@@ -165,25 +174,37 @@ class RedisStorage:
         key = self._entry_key(namespace, entry_id)
         return bool(self._run("remove", lambda: self._del_script(keys=[key, self._lru])))
 
-    def fetch_vectors(self, namespace: str, after: int = 0) -> VectorBatch:
+    def fetch_vectors(self, namespace: str, after: int = 0, limit: int | None = None) -> VectorBatch:
+        """See the protocol. The cursor is a seq score of the namespace's sorted set; one script call
+        scans at most `_PAGE` of its members, so a bigger request takes several round trips."""
+        check_page(limit)
         ns_key = f"{self._base}:ns:{namespace}"
         prefix = f"{self._base}:v:{namespace}:"
         entries: list[tuple[str, bytes]] = []
         cursor = after
-        def page(after_seq: int) -> Any:
-            args = [after_seq, repr(self._clock()), _PAGE, prefix, uuid.uuid4().hex]
+        epoch = ""
+
+        def page(after_seq: int, rows: int) -> Any:
+            args = [after_seq, repr(self._clock()), rows, prefix, uuid.uuid4().hex]
             return self._fetch_script(keys=[ns_key, self._epoch_key], args=args)
 
         while True:
-            out = self._run("fetch_vectors", lambda: page(cursor))  # noqa: B023 - called at once
-            epoch = bytes(out[1]).decode("ascii")
+            rows = _PAGE if limit is None else min(_PAGE, limit - len(entries))
+            out = self._run("fetch_vectors", lambda: page(cursor, rows))  # noqa: B023 - called at once
+            page_epoch = bytes(out[1]).decode("ascii")
+            if epoch and page_epoch != epoch:
+                # The server was emptied between two round trips: what was read belongs to the old
+                # contents. Say so with the new epoch and nothing read; the caller starts again from 0.
+                return VectorBatch([], 0, page_epoch, more=True)
+            epoch = page_epoch
             last = int(float(out[0]))
             for i in range(2, len(out), 2):
                 entries.append((bytes(out[i]).decode("ascii"), bytes(out[i + 1])))
-            if last == cursor:
-                break
+            if last == cursor:  # nothing left past the cursor
+                return VectorBatch(entries, cursor, epoch)
             cursor = last
-        return VectorBatch(entries, cursor, epoch)
+            if limit is not None and len(entries) >= limit:
+                return VectorBatch(entries, cursor, epoch, more=True)
 
     def _keys(self) -> list[bytes]:
         return list(self._client.scan_iter(match=f"{self._base}:*", count=1000))

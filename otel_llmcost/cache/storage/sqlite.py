@@ -1,7 +1,8 @@
 """`sqlite:///path.db`: entries in one SQLite file that outlives the process (WAL, LRU by last access).
 
 One table (``llmcost_cache`` unless ``?table=`` names another) holds both kinds of entry; its
-``seq`` column (AUTOINCREMENT, renewed on every write) is the cursor of `fetch_vectors`. Last access
+``seq`` column (AUTOINCREMENT, renewed on every write) is the cursor of `fetch_vectors` (a page is
+``ORDER BY seq LIMIT n`` on the (namespace, seq) index). Last access
 is written at most every `touch_interval` seconds per entry, so a hot hit stays a read. The size bound
 is kept by this process's count of rows, re-read from the file every 256 writes and whenever it says
 the bound is passed, so processes sharing the file keep it too (give or take their last 256 writes); eviction drops expired rows first, then least recently
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from ..errors import CacheConfigError, CacheStorageError
-from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, now_clock
+from .base import Clock, SemanticEntry, VectorBatch, check_limits, check_name, check_page, now_clock
 
 _NO_EXPIRY = 1e308
 _RECOUNT_EVERY = 256
@@ -208,15 +209,20 @@ class SQLiteStorage:
     def remove(self, namespace: str, entry_id: str) -> bool:
         return self._run("remove", lambda db: self._delete(db, f"v:{namespace}:{entry_id}"))
 
-    def fetch_vectors(self, namespace: str, after: int = 0) -> VectorBatch:
+    def fetch_vectors(self, namespace: str, after: int = 0, limit: int | None = None) -> VectorBatch:
+        check_page(limit)
+
         def op(db: sqlite3.Connection) -> VectorBatch:
+            # Expired rows are filtered in the query, so a page holds `limit` live rows when there are
+            # that many, and the cursor (the last row's seq) never points back at a skipped one.
             rows = db.execute(
                 f"SELECT seq, entry_id, vector FROM {self._t} "
-                "WHERE namespace=? AND seq>? AND expires_at>? ORDER BY seq",
-                (namespace, after, self._clock()),
+                "WHERE namespace=? AND seq>? AND expires_at>? ORDER BY seq LIMIT ?",
+                (namespace, after, self._clock(), -1 if limit is None else limit),
             ).fetchall()
             cursor = rows[-1][0] if rows else after
-            return VectorBatch([(r[1], bytes(r[2])) for r in rows], int(cursor), self._epoch)
+            more = limit is not None and len(rows) == limit
+            return VectorBatch([(r[1], bytes(r[2])) for r in rows], int(cursor), self._epoch, more)
 
         return self._run("fetch_vectors", op)
 
