@@ -151,8 +151,9 @@ _HOLD = 0.005
 """Seconds the catch-up holds a namespace's lock per chunk of graph inserts (and the inline share)."""
 _YIELD = 0.0005
 """Seconds the catch-up pauses after a chunk when a lookup or store waited for the lock meanwhile."""
-_INLINE_LOAD_BYTES = 4 << 20
-"""A saved index up to this size is read inline on first use (a few ms); a bigger one in the background."""
+_INLINE_LOAD_BYTES = 1 << 20
+"""A saved index up to this size is read inline on first use; a bigger one in the background (reading
+one took ~5.5 ms per MiB here: a 4.9 MiB graph of 3,000 384-d vectors, 27 ms)."""
 _CLOSE_WAIT = 2.0
 """Seconds close() waits for the catch-up thread to leave its current step."""
 
