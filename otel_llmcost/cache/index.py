@@ -114,6 +114,11 @@ class VectorIndex:
         """Whether the index has turned into an HNSW graph."""
         return self._graph is not None
 
+    @property
+    def needs_graph(self) -> bool:
+        """Exact, and past `exact_limit` (grown with `add(..., convert=False)`): due for its graph."""
+        return self._graph is None and len(self._row_ids) > self.exact_limit
+
     def __len__(self) -> int:
         return len(self._label_of) if self._graph is not None else len(self._row_ids)
 
@@ -242,8 +247,11 @@ class VectorIndex:
         return out
 
     # -- API --
-    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Add (or replace) vectors: `vectors` is len(ids) × dim float32; duplicate ids: the last wins."""
+    def add(self, ids: Sequence[str], vectors: np.ndarray, *, convert: bool = True) -> None:
+        """Add (or replace) vectors: `vectors` is len(ids) × dim float32; duplicate ids: the last wins.
+
+        `convert=False` keeps an exact index exact past `exact_limit` (`needs_graph` tells): building the
+        graph takes seconds, which a caller on an app's call path leaves to a background thread."""
         ids = list(ids)
         if not ids:
             return
@@ -255,7 +263,7 @@ class VectorIndex:
             arr = arr[keep]
         if self._graph is None:
             self._exact_add(ids, arr)
-            if len(self._row_ids) > self.exact_limit:
+            if convert and len(self._row_ids) > self.exact_limit:
                 self._to_graph()
         else:
             self._graph_add(ids, arr)

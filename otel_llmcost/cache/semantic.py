@@ -494,7 +494,9 @@ class SemanticCache:
             if graph and local.contended:
                 local.contended = False
                 time.sleep(_YIELD)
-        if done < len(entries) and not self._warm_convert(local, generation, entries[done:]):
+        with local.lock:
+            due = local.index.needs_graph  # stores grew the exact index past its limit
+        if (done < len(entries) or due) and not self._warm_convert(local, generation, entries[done:]):
             return not local.gone and not self._closed
         with local.lock:
             if self._stale(local, generation):
@@ -646,7 +648,10 @@ class SemanticCache:
             _acquire(local)
             try:
                 self._sync(ns_id, local)
-                local.index.add([entry_id], vector[None, :])
+                # Past the exact-search limit the graph is built by the catch-up thread, off this call.
+                local.index.add([entry_id], vector[None, :], convert=False)
+                if local.index.needs_graph and not local.warming:
+                    self._start_warming(ns_id, local)
             finally:
                 local.lock.release()
         except CacheStorageError:

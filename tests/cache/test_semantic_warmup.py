@@ -395,3 +395,27 @@ def test_inline_sync_must_be_positive() -> None:
     """inline_sync below 1 is refused with what to do."""
     with pytest.raises(ValueError, match="inline_sync=0"):
         SemanticCache(HashedBagOfWords(DIM), ThresholdPolicy(), inline_sync=0)
+
+
+def test_stores_past_the_exact_limit_leave_the_graph_to_the_catch_up(clock: FakeClock) -> None:
+    """The store that grows a namespace past exact search does not build the HNSW graph in the app's
+    call (seconds at the default limit): the index stays exact, searchable and complete, and the
+    catch-up thread builds the graph off the call and swaps it in."""
+    storage = GatedStorage(open_storage("memory://", max_entries=None, ttl=None, clock=clock))
+    cache = replica(storage, clock, index_factory=lambda dim: VectorIndex(dim, exact_limit=64))
+    namespace = ns()
+    questions = [f"question number {i} about topic {i * 7919 % 1000}" for i in range(80)]
+    for i, question in enumerate(questions):
+        cache.store(namespace, question, f"answer {i}".encode())
+    local = cache._locals[namespace.id]
+    with local.lock:
+        assert not local.index.is_graph and local.index.needs_graph and len(local.index) == 80
+    storage.waiting.wait(DEADLINE)  # the catch-up thread waits at the gate: nothing was built inline
+    hit = cache.lookup(namespace, questions[70])
+    assert hit is not None and hit.payload == b"answer 70"  # the exact index still answers meanwhile
+    storage.open()
+    wait_until(lambda: local.index.is_graph and not local.warming, "the graph built by the catch-up")
+    assert sorted(index_ids(cache, namespace)) == sorted(e for e, _ in storage.inner.fetch_vectors(namespace.id).entries)
+    hit = cache.lookup(namespace, questions[5])
+    assert hit is not None and hit.payload == b"answer 5"
+    cache.close()
