@@ -24,7 +24,9 @@ A (re)build never blocks the call that needs it: a sync indexes at most `inline_
 rest page by page, holding the namespace's lock ~2 ms per chunk, so a 100k namespace on a fresh
 replica is searchable at once (partially: `warming()`, `stats.warming_lookups`) instead of after
 minutes of hnswlib inserts. With `index_dir`, the saved graph is read instead and only what was stored
-since is caught up.
+since is caught up. The same thread builds the HNSW graph when this process's own stores grow a
+namespace past exact search: the store leaves the index exact (and searchable) instead of spending
+seconds on the graph inside the app's call.
 Entries the storage expired or evicted are dropped from the index when a lookup meets them.
 """
 
