@@ -59,6 +59,8 @@ LLMCOST_BATCH: Final = "llmcost.batch"
 LLMCOST_USAGE_ESTIMATED: Final = "llmcost.usage.estimated"
 LLMCOST_STREAM_INCOMPLETE: Final = "llmcost.stream.incomplete"
 LLMCOST_BUDGET_LEVEL: Final = "llmcost.budget.level"
+# Where a ledger error happened: "call" (a call's own write, or bad input) or "replay" (the backlog's retry).
+LLMCOST_BUDGET_LEDGER_PATH: Final = "llmcost.budget.ledger.path"
 LLMCOST_ROUTE_FROM_MODEL: Final = "llmcost.route.from_model"
 LLMCOST_USER_ID: Final = "llmcost.user.id"
 LLMCOST_TENANT_ID: Final = "llmcost.tenant.id"
@@ -107,6 +109,15 @@ METRIC_ROUTE_DECISIONS: Final = "llmcost.route.decisions"
 METRIC_CACHE_SEMANTIC_REFUSALS: Final = "llmcost.cache.semantic.refusals"
 METRIC_PROMPT_CACHE_SAVED: Final = "llmcost.prompt_cache.saved"
 METRIC_BUDGET_PROJECTED: Final = "llmcost.budget.projected"
+# The budget ledger's health (`BudgetEngine.stats`, `pending()`): spend waiting for the ledger during an
+# outage (gauges), spend dropped for good and errors (counters), cost events the processor's queue refused.
+METRIC_BUDGET_BACKLOG_SPEND: Final = "llmcost.budget.backlog.spend"  # USD waiting for the ledger
+METRIC_BUDGET_BACKLOG_WRITES: Final = "llmcost.budget.backlog.writes"  # {write} waiting for the ledger
+METRIC_BUDGET_BACKLOG_LOST: Final = "llmcost.budget.backlog.lost"  # USD dropped for good (counter)
+METRIC_BUDGET_BACKLOG_DROPPED: Final = "llmcost.budget.backlog.dropped"  # {write} dropped for good (counter)
+METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS: Final = "llmcost.budget.backlog.journal.errors"  # {error} (counter)
+METRIC_BUDGET_LEDGER_ERRORS: Final = "llmcost.budget.ledger.errors"  # {error} by LLMCOST_BUDGET_LEDGER_PATH
+METRIC_BUDGET_EVENTS_DROPPED: Final = "llmcost.budget.events.dropped"  # {event} the processor's queue refused
 
 # Advisory bucket boundaries the GenAI conventions give for their histograms.
 TOKEN_USAGE_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1, 4, 16 ... 67108864

@@ -5,7 +5,8 @@ with the call's full attribution (user and tenant ids included, even when they a
 metrics for cardinality). As an OpenTelemetry `SpanProcessor` it also prices GenAI spans made by code we
 do not wrap (another instrumentation, an SDK that traces itself), from their `gen_ai.*` attributes; that
 spend is only seen when the span is sampled, so it is marked `llmcost.spend.source=sampled_span`.
-Budget state is exported as observable gauges. Ledger writes happen on a worker thread: `on_end` and
+Budget state is exported as observable gauges, and the ledger's health (spend waiting for it in an
+outage, spend lost for good, errors) as gauges and observable counters. Ledger writes happen on a worker thread: `on_end` and
 the app's call path never wait for a ledger (a Redis round trip), never block, never raise.
 """
 
@@ -14,13 +15,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation, get_meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .. import names
@@ -28,6 +29,7 @@ from ..pricing import PriceCatalog, UnknownPriceError
 from ..pricing.usage import from_genai_attributes
 from ..telemetry import SCOPE, CallResult, Telemetry, recent_call_spans
 from .engine import BudgetEngine
+from .health import LedgerHealth, ledger_health
 from .otel_sink import OpenTelemetrySink
 
 _log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class BudgetProcessor(SpanProcessor):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._telemetry: Telemetry | None = None
         self._shutdown = False
+        self._health_failed = False
         self._worker = threading.Thread(target=self._run, name="llmcost-budget", daemon=True)
         self._worker.start()
         meter = get_meter("otel_llmcost.budget", meter_provider=meter_provider)
@@ -78,6 +81,7 @@ class BudgetProcessor(SpanProcessor):
                                       description="Budget level: 0 ok, 1 warn, 2 throttle, 3 stop.")
         meter.create_observable_gauge(names.METRIC_BUDGET_PROJECTED, [self._observe_projected], unit="USD",
                                       description="Spend projected at the end of the window at the rate so far.")
+        self._register_health(meter)
         if telemetry is not None:
             self.attach(telemetry)
 
@@ -200,6 +204,69 @@ class BudgetProcessor(SpanProcessor):
 
     def _observe_projected(self, options: CallbackOptions) -> Iterable[Observation]:
         return list(self._observations("projected"))
+
+    # -- the ledger's health -------------------------------------------------------------------------
+    def _register_health(self, meter: Meter) -> None:
+        """Instruments that show a ledger outage and spend lost for good, which otherwise only the logs say.
+
+        Gauges for what waits now; observable counters (monotonic, cumulative) for totals since start,
+        so `increase()` over them works in Prometheus as for any counter.
+        """
+        meter.create_observable_gauge(
+            names.METRIC_BUDGET_BACKLOG_SPEND, [self._observe_backlog_spend], unit="USD",
+            description="Spend waiting for the budget ledger (an outage): budgets do not count it yet.")
+        meter.create_observable_gauge(
+            names.METRIC_BUDGET_BACKLOG_WRITES, [self._observe_backlog_writes], unit="{write}",
+            description="Ledger writes waiting for the budget ledger (an outage), replayed when it answers.")
+        meter.create_observable_counter(
+            names.METRIC_BUDGET_BACKLOG_LOST, [self._observe_lost], unit="USD",
+            description="Spend dropped for good: the backlog was full, off, or a write waited past max_age.")
+        meter.create_observable_counter(
+            names.METRIC_BUDGET_BACKLOG_DROPPED, [self._observe_dropped_writes], unit="{write}",
+            description="Ledger writes dropped for good (their USD is in llmcost.budget.backlog.lost).")
+        meter.create_observable_counter(
+            names.METRIC_BUDGET_LEDGER_ERRORS, [self._observe_ledger_errors], unit="{error}",
+            description="Budget ledger calls that failed: on the call path (call) or replaying the backlog (replay).")
+        meter.create_observable_counter(
+            names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS, [self._observe_journal_errors], unit="{error}",
+            description="Backlog journal writes or syncs that failed: those costs wait in memory only.")
+        meter.create_observable_counter(
+            names.METRIC_BUDGET_EVENTS_DROPPED, [self._observe_events_dropped], unit="{event}",
+            description="Cost events the budget processor dropped because its queue was full.")
+
+    def _health(self, pick: Callable[[LedgerHealth], list[Observation]]) -> list[Observation]:
+        """Observations from one health snapshot; an export must never fail on them (logged once)."""
+        try:
+            return pick(ledger_health(self.engine))
+        except Exception:
+            if not self._health_failed:
+                self._health_failed = True
+                _log.exception("budget processor: reading the ledger's health for the metrics failed")
+            return []
+
+    def _observe_backlog_spend(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._health(lambda h: [Observation(float(h.waiting_usd))])
+
+    def _observe_backlog_writes(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._health(lambda h: [Observation(h.waiting_writes)])
+
+    def _observe_lost(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._health(lambda h: [Observation(float(h.lost_usd))])
+
+    def _observe_dropped_writes(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._health(lambda h: [Observation(h.dropped_writes)])
+
+    def _observe_ledger_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._health(lambda h: [
+            Observation(h.call_errors, {names.LLMCOST_BUDGET_LEDGER_PATH: "call"}),
+            Observation(h.replay_errors, {names.LLMCOST_BUDGET_LEDGER_PATH: "replay"}),
+        ])
+
+    def _observe_journal_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._health(lambda h: [Observation(h.journal_errors)])
+
+    def _observe_events_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.dropped)]
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:

@@ -1,0 +1,46 @@
+"""The budget ledger's health in one snapshot, for the in-process instruments and the service's /metrics.
+
+Why one function: both exports must show the same numbers under the same meaning, and neither may hold
+the engine up. `pending()` takes the backlog's lock for a length and a sum; the counters are copied
+under the stats lock, which writers hold only for an addition, so dropped writes and their USD agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .engine import BudgetEngine
+
+
+@dataclass(frozen=True)
+class LedgerHealth:
+    """What the ledger could not take: waiting now, lost for good, and the errors along the way."""
+
+    waiting_writes: int
+    """Writes queued for the ledger now (non-zero during an outage and just after)."""
+    waiting_usd: Decimal
+    """Their USD: spend the budgets do not see yet (levels are enforced on numbers this much too low)."""
+    dropped_writes: int
+    """Writes dropped for good since start (backlog full or off, too old, engine closed)."""
+    lost_usd: Decimal
+    """Their USD: spend no budget will ever count."""
+    call_errors: int
+    """Ledger calls that failed on the call path (and cost events refused as bad input)."""
+    replay_errors: int
+    """Background replays of the backlog that failed (retried with backoff)."""
+    journal_errors: int
+    """Journal writes or syncs the disk refused: those costs wait in memory only."""
+
+
+def ledger_health(engine: BudgetEngine) -> LedgerHealth:
+    """A snapshot of `engine`'s backlog and error counters; takes each lock for a copy only."""
+    writes, usd = engine.pending()
+    stats = engine.stats
+    with stats._lock:
+        dropped, lost = stats.dropped, stats.lost_usd
+        errors, replay_errors, journal_errors = stats.errors, stats.replay_errors, stats.journal_errors
+    return LedgerHealth(writes, usd, dropped, lost, errors, replay_errors, journal_errors)
+
+
+__all__ = ["LedgerHealth", "ledger_health"]
