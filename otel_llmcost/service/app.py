@@ -33,11 +33,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from ..budget.engine import BudgetEngine
+from ..budget.health import ledger_health
 from ..pricing import PriceCatalog
 from . import otlp
 from .accounting import Accountant
 from .config import ProcessorConfig
-from .exposition import Counters, budget_gauges, gauge
+from .exposition import Counters, budget_gauges, gauge, ledger_health_lines
 from .hints_api import hints_payload
 from .lite import AttributeCache
 from .metrics import extract_metrics, point_count
@@ -201,6 +202,7 @@ class ProcessorService:
     def metrics_text(self) -> tuple[int, bytes, str]:
         lines = self.counters.render()
         lines += budget_gauges(self.engine.state())
+        lines += ledger_health_lines(ledger_health(self.engine))
         entries = self.store.stream_count()
         if entries is not None:
             lines += gauge("llmcost_processor_state_entries", entries,

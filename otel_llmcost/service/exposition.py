@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..budget.engine import BudgetStatus
+from ..budget.health import LedgerHealth
 
 
 def _escape(value: str) -> str:
@@ -101,3 +102,29 @@ def budget_gauges(states: Iterable[BudgetStatus]) -> list[str]:
 def gauge(name: str, value: float, text: str) -> list[str]:
     """One unlabelled gauge."""
     return [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {_number(value)}"]
+
+
+def ledger_health_lines(health: LedgerHealth) -> list[str]:
+    """The ledger's health under the names the Collector gives the in-process instruments
+    (`llmcost.budget.backlog.spend` → `llmcost_budget_backlog_spend_USD`, counters with `_total`), so the
+    alert rules match both sources."""
+    lines = gauge("llmcost_budget_backlog_spend_USD", float(health.waiting_usd),
+                  "Spend waiting for the budget ledger (an outage): budgets do not count it yet.")
+    lines += gauge("llmcost_budget_backlog_writes", health.waiting_writes,
+                   "Ledger writes waiting for the budget ledger (an outage), replayed when it answers.")
+    counters = (
+        ("llmcost_budget_backlog_lost_USD_total", float(health.lost_usd),
+         "Spend dropped for good: the backlog was full, off, or a write waited past max_age."),
+        ("llmcost_budget_backlog_dropped_total", health.dropped_writes,
+         "Ledger writes dropped for good (their USD is in llmcost_budget_backlog_lost_USD_total)."),
+        ("llmcost_budget_backlog_journal_errors_total", health.journal_errors,
+         "Backlog journal writes or syncs that failed: those costs wait in memory only."),
+    )
+    for name, value, text in counters:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {_number(value)}"]
+    name = "llmcost_budget_ledger_errors_total"
+    lines += [f"# HELP {name} Budget ledger calls that failed: on the call path (call) or replaying the backlog "
+              "(replay).", f"# TYPE {name} counter"]
+    for path, count in (("call", health.call_errors), ("replay", health.replay_errors)):
+        lines.append(f"{name}{_labels({'llmcost_budget_ledger_path': path})} {count}")
+    return lines
