@@ -161,6 +161,13 @@ def test_rule_unit_tests_pass() -> None:
          "LLMCallErrorRateHigh"),
         ("llmcost_price_unknown_total unless llmcost_price_unknown_total offset 1h",
          "llmcost_price_unknown_total * 0", "LLMUnknownModelPrice"),
+        (') > 0\n        for: 5m\n        labels:\n          severity: warning\n        annotations:\n          summary: "Spend',
+         ') > 0\n        for: 3m\n        labels:\n          severity: warning\n        annotations:\n          summary: "Spend',
+         "LLMBudgetLedgerBacklog"),
+        ("increase(llmcost_budget_backlog_lost_USD_total[15m])", "increase(llmcost_budget_backlog_lost_USD_total[1m])",
+         "LLMBudgetSpendLost"),
+        ("llmcost_budget_backlog_lost_USD_total unless llmcost_budget_backlog_lost_USD_total offset 15m",
+         "llmcost_budget_backlog_lost_USD_total * 0", "LLMBudgetSpendLost"),
     ],
 )
 def test_rule_unit_tests_catch_a_changed_rule(tmp_path: Path, before: str, after: str, alert: str) -> None:
