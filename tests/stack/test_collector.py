@@ -11,6 +11,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +181,21 @@ def test_traces_reach_the_trace_backend_over_grpc(traffic: str, trace_backend: T
     keys = {a.key for span in spans for a in span.attributes}
     assert {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.response.model"} <= keys
     assert not {k for k in keys if k in ("gen_ai.input.messages", "gen_ai.output.messages")}
+
+
+LEDGER_HEALTH = ("llmcost_budget_backlog_spend_USD", "llmcost_budget_backlog_writes",
+                 "llmcost_budget_backlog_lost_USD_total", "llmcost_budget_backlog_dropped_total",
+                 "llmcost_budget_ledger_errors_total", "llmcost_budget_backlog_journal_errors_total")
+
+
+def test_ledger_health_reaches_prometheus_under_the_names_the_rules_use(traffic: str,
+                                                                       prometheus: PrometheusServer) -> None:
+    """The in-process ledger-health instruments arrive through the real Collector under the names the
+    LLMBudgetLedgerBacklog / LLMBudgetSpendLost rules query (zero while the ledger is healthy)."""
+    rules = (Path(__file__).resolve().parents[2] / "collector" / "rules" / "llmcost.rules.yml").read_text()
+    for name in LEDGER_HEALTH:
+        series = wait_for(f"{name} in Prometheus", lambda name=name: prom_query(
+            prometheus, f'{name}{{service_name="{SERVICE}"}}'))
+        assert all(float(s["value"][1]) == 0 for s in series), (name, series)  # the demo's ledger never failed
+    used = {name for name in LEDGER_HEALTH if name in rules}
+    assert {"llmcost_budget_backlog_spend_USD", "llmcost_budget_backlog_lost_USD_total"} <= used
