@@ -90,7 +90,7 @@ def alert_annotations() -> list[cogbuilder.Builder[dm.AnnotationQuery]]:
         _Built(builtin),
         _Built(PrometheusAnnotation(
             "Alerts fired", 'ALERTS{alertstate="firing", alertname=~"LLM.*"}', "red",
-            "{{alertname}}", "{{budget}} {{scope}} {{service_name}} {{gen_ai_request_model}}",
+            "{{alertname}}", "{{budget}} {{scope}} {{service_name}} {{gen_ai_request_model}} {{source}}",
             "alertname,severity")),
         _Built(PrometheusAnnotation(
             "Budget levels", f"max by ({m.BUDGET_NAME}, {m.BUDGET_SCOPE}, {m.BUDGET_LEVEL_LABEL}) "

@@ -64,6 +64,12 @@ BUDGET_SPEND: Final = prometheus_name("llmcost.budget.spend", "USD", "gauge")
 BUDGET_LIMIT: Final = prometheus_name("llmcost.budget.limit", "USD", "gauge")
 BUDGET_LEVEL: Final = prometheus_name("llmcost.budget.level", "{level}", "gauge")
 BUDGET_PROJECTED: Final = prometheus_name(names.METRIC_BUDGET_PROJECTED, "USD", "gauge")
+BACKLOG_SPEND: Final = prometheus_name(names.METRIC_BUDGET_BACKLOG_SPEND, "USD", "gauge")
+BACKLOG_WRITES: Final = prometheus_name(names.METRIC_BUDGET_BACKLOG_WRITES, "{write}", "gauge")
+BACKLOG_LOST: Final = prometheus_name(names.METRIC_BUDGET_BACKLOG_LOST, "USD", "counter")
+BACKLOG_DROPPED: Final = prometheus_name(names.METRIC_BUDGET_BACKLOG_DROPPED, "{write}", "counter")
+JOURNAL_ERRORS: Final = prometheus_name(names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS, "{error}", "counter")
+LEDGER_ERRORS: Final = prometheus_name(names.METRIC_BUDGET_LEDGER_ERRORS, "{error}", "counter")
 
 # --- labels ----------------------------------------------------------------------------------------
 PROVIDER: Final = label(names.GEN_AI_PROVIDER_NAME)
@@ -79,6 +85,7 @@ ROUTE_KIND: Final = label(names.LLMCOST_ROUTE_KIND)
 BUDGET_NAME: Final = label("llmcost.budget.name")
 BUDGET_SCOPE: Final = label("llmcost.budget.scope")
 BUDGET_LEVEL_LABEL: Final = label(names.LLMCOST_BUDGET_LEVEL)
+LEDGER_PATH: Final = label(names.LLMCOST_BUDGET_LEDGER_PATH)
 SERVICE: Final = label("service.name")
 ENVIRONMENT: Final = label("deployment.environment.name")
 
@@ -106,6 +113,8 @@ CALL: Final = ("service", "environment", "provider", "model", "tier", "feature")
 CACHE: Final = ("service", "environment", "provider")
 """Cache lookups and refusals carry the provider, not the model or attribution."""
 RATELIMIT: Final = ("service", "environment", "provider", "tier")
+LEDGER: Final = ("service", "environment")
+"""The ledger's health belongs to a process (an app replica or the processor service), not to a call."""
 
 VARIABLE_SOURCE: Final = f'{{__name__=~"{COST}|{DURATION}_count"}}'
 """Series the variables list their values from: our cost counter and the GenAI conventions' duration

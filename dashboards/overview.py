@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from grafana_foundation_sdk.models import dashboard as dm
 
 from . import metrics as m
@@ -28,6 +30,13 @@ COST = m.selector(m.COST)
 SECONDS_TO_MONTH_END = "scalar((days_in_month() - day_of_month() + 1) * 86400 - time() % 86400)"
 """Seconds left in the calendar month (UTC), as PromQL."""
 NO_USERS = "User attribution is off on metrics: set OTEL_LLMCOST_METRICS_INCLUDE_USER=true in the app"
+LEDGER_ALERTS = ("The alert LLMBudgetLedgerBacklog fires when spend has waited 5 minutes; LLMBudgetSpendLost "
+                 "pages when any is lost for good.")
+ANY_IS_ORANGE = ((None, GREEN), (1e-9, ORANGE))
+ANY_IS_RED = ((None, GREEN), (1e-9, RED))
+"""Thresholds for ledger health: any amount at all is worth a look (a billionth, as floats are not exact)."""
+WRITES = "suffix: writes"
+ERRORS_PER_MIN = "suffix: errors/min"
 BUDGETS_NOTE = ("Budgets are shared by every service and model, so this panel ignores the dashboard filters.")
 
 
@@ -117,6 +126,48 @@ def build() -> dm.Dashboard:
                                       f"{{{{{m.REQUEST_MODEL}}}}}")], ((None, ORANGE),), bars=True, width=12),
     ]
     return assemble(UID, TITLE, "Spend, burn rate and budgets of LLM calls priced by otel-llmcost.", [
-        ("Spend", spend), ("Budgets", budgets), ("Where the money goes", breakdown),
-        ("Unknown prices", unknown_panels),
+        ("Spend", spend), ("Budgets", budgets), ("Ledger health", _ledger_health()),
+        ("Where the money goes", breakdown), ("Unknown prices", unknown_panels),
     ])
+
+
+def _ledger_health() -> list[Any]:
+    """What the budget ledger has not counted: without these panels a ledger outage only shows in logs,
+    while the budgets quietly enforce their levels on too little spend."""
+    waiting = m.selector(m.BACKLOG_SPEND, m.LEDGER)
+    lost = m.selector(m.BACKLOG_LOST, m.LEDGER)
+    dropped = m.selector(m.BACKLOG_DROPPED, m.LEDGER)
+    errors = m.selector(m.LEDGER_ERRORS, m.LEDGER)
+    journal = m.selector(m.JOURNAL_ERRORS, m.LEDGER)
+    return [
+        single_stat(
+            "Spend waiting for the ledger", "USD of spend the budget ledger has not taken yet "
+            "(llmcost.budget.backlog.spend, now, summed over the selected services' processes and the "
+            "processor service). Non-zero during a ledger outage (Redis down, SQLite locked): budgets enforce "
+            "their levels on numbers this much too low until the backlog replays. " + LEDGER_ALERTS, USD,
+            Query(f"sum({waiting})", "waiting", True), ANY_IS_ORANGE, decimals=4),
+        single_stat(
+            "Writes waiting for the ledger", "Ledger writes queued in the backlog now "
+            "(llmcost.budget.backlog.writes); once the ledger answers they replay in order and this falls to 0.",
+            WRITES, Query(f"sum({m.selector(m.BACKLOG_WRITES, m.LEDGER)})", "waiting", True), ANY_IS_ORANGE,
+            decimals=0),
+        single_stat(
+            "Spend lost for good (time range)", "USD dropped over the dashboard's time range without ever "
+            "reaching the ledger (llmcost.budget.backlog.lost): the backlog was full or off, or a write waited "
+            "past its max_age. No budget will count it; reconcile it with the provider's bill. "
+            "LLMBudgetSpendLost pages on any.", USD, Query(f"sum({m.over_range(lost)})", "lost", True),
+            ANY_IS_RED, decimals=4),
+        single_stat(
+            "Writes dropped for good (time range)", "Ledger writes dropped over the dashboard's time range "
+            "(llmcost.budget.backlog.dropped); their USD is the panel to the left.", WRITES,
+            Query(f"sum({m.over_range(dropped)})", "dropped", True), ANY_IS_RED, decimals=0),
+        time_series(
+            "Ledger errors by path", "Failed budget ledger calls per minute (llmcost.budget.ledger.errors) by "
+            "where they failed: call (a call's own write, or a cost event refused as bad input) or replay "
+            "(the backlog retrying during an outage, with backoff); and journal (the backlog's journal "
+            "writes or syncs the disk refused: those costs wait in memory only).", ERRORS_PER_MIN,
+            [Query(f"sum by ({m.LEDGER_PATH}) (rate({errors}[$__rate_interval])) * 60",
+                   f"{{{{{m.LEDGER_PATH}}}}}"),
+             Query(f"sum(rate({journal}[$__rate_interval])) * 60", "journal")],
+            ((None, ORANGE),), bars=True, width=24, height=7),
+    ]
