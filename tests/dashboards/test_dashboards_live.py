@@ -61,7 +61,9 @@ def test_every_metric_name_exists_in_prometheus(api: PrometheusAPI) -> None:
     everything_we_record = {m.COST, m.COST_SAVED, m.PRICE_UNKNOWN, m.CACHE_LOOKUPS, m.CACHE_REFUSALS,
                             m.PROMPT_CACHE_SAVED, m.CACHE_READ_TOKENS, m.CACHE_WRITE_TOKENS, m.REASONING_TOKENS,
                             m.RATELIMIT_REJECTIONS, m.ROUTE_DECISIONS, f"{m.TOKEN_USAGE}_sum", f"{m.DURATION}_bucket",
-                            f"{m.TIME_TO_FIRST_CHUNK}_bucket", m.BUDGET_UTILIZATION, m.BUDGET_LEVEL, m.BUDGET_LIMIT}
+                            f"{m.TIME_TO_FIRST_CHUNK}_bucket", m.BUDGET_UTILIZATION, m.BUDGET_LEVEL, m.BUDGET_LIMIT,
+                            m.BACKLOG_SPEND, m.BACKLOG_WRITES, m.BACKLOG_LOST, m.BACKLOG_DROPPED, m.LEDGER_ERRORS,
+                            m.JOURNAL_ERRORS}
     assert everything_we_record <= set(used), everything_we_record - set(used)
 
 
