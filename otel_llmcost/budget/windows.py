@@ -99,9 +99,22 @@ class CalendarWindow:
         return ZoneInfo(self.timezone)
 
     def at(self, when: datetime) -> Window:
-        """The window that `when` falls in."""
+        """The window that `when` falls in.
+
+        Every guarded call asks (for its hint and for its reservation), and the answer changes once a
+        day at most: the last window per unit and zone is kept and returned while `when` is inside it."""
+        when = _aware(when)
+        key = (self.unit, self.timezone)
+        last = _LAST_CALENDAR_WINDOW.get(key)
+        if last is not None and last.start <= when < last.end:
+            return last
+        window = self._compute(when)
+        _LAST_CALENDAR_WINDOW[key] = window  # one dict store: safe to race, the loser recomputes next time
+        return window
+
+    def _compute(self, when: datetime) -> Window:
         zone = self.zone
-        local = _aware(when).astimezone(zone)
+        local = when.astimezone(zone)
         if self.unit == "day":
             first = local.date()
             after = first + timedelta(days=1)
@@ -132,6 +145,8 @@ class CalendarWindow:
     def describe(self) -> str:
         return f"{self.unit} ({self.timezone})"
 
+
+_LAST_CALENDAR_WINDOW: dict[tuple[str, str], Window] = {}
 
 MAX_ROLLING_SECONDS = 3660 * 86400
 """Ten years: the longest rolling window a budget may have."""

@@ -68,3 +68,15 @@ def test_durations() -> None:
     assert parse_duration("7d") == timedelta(days=7)
     with pytest.raises(ValueError):
         parse_duration("24 hours")
+
+
+def test_calendar_windows_kept_between_calls_are_never_stale() -> None:
+    """`at` keeps the last window per unit and zone: walking hour by hour across month ends, week ends and
+    DST changes, back and forth, in several zones at once, it always answers what a fresh computation does."""
+    windows = [CalendarWindow(unit, zone) for unit in ("day", "week", "month")
+               for zone in ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")]
+    start = datetime(2026, 10, 20, tzinfo=timezone.utc)
+    hours = [start + timedelta(hours=h) for h in range(0, 24 * 21)]
+    for when in hours + hours[::-7]:  # forwards, then backwards in strides: the kept window must move too
+        for window in windows:
+            assert window.at(when) == window._compute(when), (window, when)
