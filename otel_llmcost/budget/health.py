@@ -10,7 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from .. import names
 from .engine import BudgetEngine
+
+DESCRIPTIONS: dict[str, str] = {
+    names.METRIC_BUDGET_BACKLOG_SPEND: "Spend waiting for the budget ledger (an outage): budgets do not count it yet.",
+    names.METRIC_BUDGET_BACKLOG_WRITES: "Ledger writes waiting for the budget ledger (an outage), replayed when it "
+                                        "answers.",
+    names.METRIC_BUDGET_BACKLOG_LOST: "Spend dropped for good: the backlog was full, off, or a write waited past "
+                                      "max_age.",
+    names.METRIC_BUDGET_BACKLOG_DROPPED: "Ledger writes dropped for good (their USD is in "
+                                         "llmcost.budget.backlog.lost).",
+    names.METRIC_BUDGET_LEDGER_ERRORS: "Budget ledger calls that failed: on the call path (call) or replaying the "
+                                       "backlog (replay).",
+    names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS: "Backlog journal writes or syncs that failed: those costs wait in "
+                                                "memory only.",
+}
+"""Help texts of the ledger-health instruments, shared by the in-process meter and the service's /metrics."""
 
 
 @dataclass(frozen=True)
@@ -43,4 +59,4 @@ def ledger_health(engine: BudgetEngine) -> LedgerHealth:
     return LedgerHealth(writes, usd, dropped, lost, errors, replay_errors, journal_errors)
 
 
-__all__ = ["LedgerHealth", "ledger_health"]
+__all__ = ["DESCRIPTIONS", "LedgerHealth", "ledger_health"]

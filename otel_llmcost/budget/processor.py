@@ -29,7 +29,7 @@ from ..pricing import PriceCatalog, UnknownPriceError
 from ..pricing.usage import from_genai_attributes
 from ..telemetry import SCOPE, CallResult, Telemetry, recent_call_spans
 from .engine import BudgetEngine
-from .health import LedgerHealth, ledger_health
+from .health import DESCRIPTIONS, LedgerHealth, ledger_health
 from .otel_sink import OpenTelemetrySink
 
 _log = logging.getLogger(__name__)
@@ -214,22 +214,22 @@ class BudgetProcessor(SpanProcessor):
         """
         meter.create_observable_gauge(
             names.METRIC_BUDGET_BACKLOG_SPEND, [self._observe_backlog_spend], unit="USD",
-            description="Spend waiting for the budget ledger (an outage): budgets do not count it yet.")
+            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_SPEND])
         meter.create_observable_gauge(
             names.METRIC_BUDGET_BACKLOG_WRITES, [self._observe_backlog_writes], unit="{write}",
-            description="Ledger writes waiting for the budget ledger (an outage), replayed when it answers.")
+            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_WRITES])
         meter.create_observable_counter(
             names.METRIC_BUDGET_BACKLOG_LOST, [self._observe_lost], unit="USD",
-            description="Spend dropped for good: the backlog was full, off, or a write waited past max_age.")
+            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_LOST])
         meter.create_observable_counter(
             names.METRIC_BUDGET_BACKLOG_DROPPED, [self._observe_dropped_writes], unit="{write}",
-            description="Ledger writes dropped for good (their USD is in llmcost.budget.backlog.lost).")
+            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_DROPPED])
         meter.create_observable_counter(
             names.METRIC_BUDGET_LEDGER_ERRORS, [self._observe_ledger_errors], unit="{error}",
-            description="Budget ledger calls that failed: on the call path (call) or replaying the backlog (replay).")
+            description=DESCRIPTIONS[names.METRIC_BUDGET_LEDGER_ERRORS])
         meter.create_observable_counter(
             names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS, [self._observe_journal_errors], unit="{error}",
-            description="Backlog journal writes or syncs that failed: those costs wait in memory only.")
+            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS])
         meter.create_observable_counter(
             names.METRIC_BUDGET_EVENTS_DROPPED, [self._observe_events_dropped], unit="{event}",
             description="Cost events the budget processor dropped because its queue was full.")

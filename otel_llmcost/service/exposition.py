@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .. import names
 from ..budget.engine import BudgetStatus
-from ..budget.health import LedgerHealth
+from ..budget.health import DESCRIPTIONS, LedgerHealth
 
 
 def _escape(value: str) -> str:
@@ -107,24 +108,21 @@ def gauge(name: str, value: float, text: str) -> list[str]:
 def ledger_health_lines(health: LedgerHealth) -> list[str]:
     """The ledger's health under the names the Collector gives the in-process instruments
     (`llmcost.budget.backlog.spend` → `llmcost_budget_backlog_spend_USD`, counters with `_total`), so the
-    alert rules match both sources."""
+    alert rules match both sources; the help texts are the instruments' own."""
     lines = gauge("llmcost_budget_backlog_spend_USD", float(health.waiting_usd),
-                  "Spend waiting for the budget ledger (an outage): budgets do not count it yet.")
+                  DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_SPEND])
     lines += gauge("llmcost_budget_backlog_writes", health.waiting_writes,
-                   "Ledger writes waiting for the budget ledger (an outage), replayed when it answers.")
+                   DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_WRITES])
     counters = (
-        ("llmcost_budget_backlog_lost_USD_total", float(health.lost_usd),
-         "Spend dropped for good: the backlog was full, off, or a write waited past max_age."),
-        ("llmcost_budget_backlog_dropped_total", health.dropped_writes,
-         "Ledger writes dropped for good (their USD is in llmcost_budget_backlog_lost_USD_total)."),
+        ("llmcost_budget_backlog_lost_USD_total", float(health.lost_usd), names.METRIC_BUDGET_BACKLOG_LOST),
+        ("llmcost_budget_backlog_dropped_total", health.dropped_writes, names.METRIC_BUDGET_BACKLOG_DROPPED),
         ("llmcost_budget_backlog_journal_errors_total", health.journal_errors,
-         "Backlog journal writes or syncs that failed: those costs wait in memory only."),
+         names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS),
     )
-    for name, value, text in counters:
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {_number(value)}"]
+    for name, value, metric in counters:
+        lines += [f"# HELP {name} {DESCRIPTIONS[metric]}", f"# TYPE {name} counter", f"{name} {_number(value)}"]
     name = "llmcost_budget_ledger_errors_total"
-    lines += [f"# HELP {name} Budget ledger calls that failed: on the call path (call) or replaying the backlog "
-              "(replay).", f"# TYPE {name} counter"]
+    lines += [f"# HELP {name} {DESCRIPTIONS[names.METRIC_BUDGET_LEDGER_ERRORS]}", f"# TYPE {name} counter"]
     for path, count in (("call", health.call_errors), ("replay", health.replay_errors)):
         lines.append(f"{name}{_labels({'llmcost_budget_ledger_path': path})} {count}")
     return lines
