@@ -10,6 +10,7 @@ ours (``budget:``) is an error.
     ledger: sqlite:///llmcost-ledger.db # memory:// (default), sqlite:///path, redis://host:6379/0
     backlog:                            # spend waiting for the ledger during an outage
       journal: /var/lib/app/llmcost-backlog-${HOSTNAME}   # on disk, survives a crash; one per process
+      # journal: /var/lib/app/llmcost-backlog/          # ending in /: a slot per process (unnamed workers)
       journal_sync: interval            # or always: synced before each call returns (also outlives a power loss)
       journal_sync_interval: 0.05       # seconds (interval mode): what a power loss could take at most
       size: 10000                       # writes that may wait

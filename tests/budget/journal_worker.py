@@ -62,6 +62,7 @@ def state(engine: BudgetEngine) -> dict[str, Any]:
         "journaled": journal.pending() if journal is not None else 0,
         "unsynced": journal.unsynced() if journal is not None else 0,
         "syncs": journal.syncs if journal is not None else 0,
+        "slot": journal.path.name if journal is not None else None,
     }
 
 

@@ -228,6 +228,119 @@ def test_backlog_policy_refuses_a_journal_that_is_not_a_path() -> None:
     assert BacklogPolicy(journal=Path("/x/y")).journal == "/x/y"  # type: ignore[arg-type]
 
 
+# -- a directory of slots: processes without a stable name ----------------------------------------------------
+def ids(journal: BacklogJournal) -> list[str]:
+    return [e.op_id for e in journal.recovered]
+
+
+def test_a_journal_directory_gives_each_process_the_lowest_slot_nobody_holds(tmp_path: Path) -> None:
+    """Two journals on one directory write two files; a new one takes the freed slot and replays it."""
+    directory = f"{tmp_path}/slots/"  # not yet there: the trailing / says "directory"
+    first, second = BacklogJournal(directory), BacklogJournal(directory)
+    assert (first.path.name, second.path.name) == ("slot-0.jsonl", "slot-1.jsonl")
+    assert first.directory == second.directory == tmp_path / "slots"
+    first.append(entry("a1"))
+    second.append(entry("b1"))
+    first.close()
+    again = BacklogJournal(tmp_path / "slots")  # an existing directory, given without the /
+    assert again.path == tmp_path / "slots" / "slot-0.jsonl"
+    assert ids(again) == ["a1"] and again.adopted == {}  # slot 1 is held: never taken over
+    assert [e.op_id for e in read_journal(second.path)[0]] == ["b1"]
+    again.close()
+    second.close()
+
+
+def test_slots_nobody_holds_are_taken_over_at_start_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Four processes leave writes and two come back: the first takes over every orphan, in slot order.
+
+    Slot 2 also holds a write that slot 0 holds (a takeover cut short by a crash after the copy): it is
+    read once. The orphans are emptied, not deleted, and the second process finds nothing left.
+    """
+    directory = tmp_path / "slots"
+    directory.mkdir()
+    journals = [BacklogJournal(directory) for _ in range(4)]
+    for number, journal in enumerate(journals):
+        journal.append(entry(f"w{number}"))
+    journals[1].append(entry("done-in-1"))
+    journals[1].done("done-in-1")
+    journals[2].append(entry("w0"))  # already in slot 0
+    journals[3].append(entry("w3b", "0.25"))
+    for journal in journals:
+        journal.close()
+    with caplog.at_level(logging.WARNING, logger="otel_llmcost.budget.ledger.journal"):
+        first = BacklogJournal(directory)
+    assert first.path.name == "slot-0.jsonl"
+    assert ids(first) == ["w0", "w1", "w2", "w3", "w3b"]
+    assert first.adopted == {directory / "slot-1.jsonl": 1, directory / "slot-2.jsonl": 1,
+                             directory / "slot-3.jsonl": 2}  # fmt: skip
+    assert [e.op_id for e in read_journal(first.path)[0]] == ids(first)  # on disk in its own slot
+    for number in (1, 2, 3):
+        assert (directory / f"slot-{number}.jsonl").stat().st_size == 0
+    assert "took over 2 write(s) from" in caplog.text and "slot-3.jsonl" in caplog.text
+    second = BacklogJournal(directory)
+    assert second.path.name == "slot-1.jsonl" and ids(second) == [] and second.adopted == {}
+    assert sorted(p.name for p in directory.glob("slot-*.jsonl")) == [f"slot-{n}.jsonl" for n in range(4)]
+    first.close()
+    second.close()
+
+
+def test_an_orphan_that_cannot_be_read_stays_for_a_later_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slot nobody holds whose file the disk refuses to read (injected: the tests run as root, which
+    reads any file) is logged and left whole; this process's own slot works, and a later start takes it."""
+    from otel_llmcost.budget.ledger import journal as journal_module
+
+    directory = tmp_path / "slots"
+    first, second = BacklogJournal(f"{directory}/"), BacklogJournal(f"{directory}/")
+    first.append(entry("mine"))
+    second.append(entry("kept"))
+    first.close()
+    second.close()
+    real_read = journal_module.read_journal
+
+    def refuse_slot_1(path: Any) -> Any:
+        if Path(path).name == "slot-1.jsonl":
+            raise PermissionError(13, "Permission denied")
+        return real_read(path)
+
+    monkeypatch.setattr(journal_module, "read_journal", refuse_slot_1)
+    with caplog.at_level(logging.ERROR, logger="otel_llmcost.budget.ledger.journal"):
+        journal = BacklogJournal(directory)
+    assert ids(journal) == ["mine"] and journal.adopted == {}
+    assert "cannot read" in caplog.text and "slot-1.jsonl" in caplog.text and "Permission denied" in caplog.text
+    journal.append(entry("new"))
+    journal.close()
+    assert [e.op_id for e in read_journal(directory / "slot-1.jsonl")[0]] == ["kept"]
+    monkeypatch.setattr(journal_module, "read_journal", real_read)
+    later = BacklogJournal(directory)
+    assert ids(later) == ["mine", "new", "kept"]
+    later.close()
+
+
+def test_the_config_file_takes_a_journal_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`journal: .../` in the config keeps its trailing / and makes the engine take a slot there."""
+    monkeypatch.setenv("LLMCOST_TEST_APP", "shop")
+    config = tmp_path / "llmcost.yaml"
+    config.write_text(
+        textwrap.dedent(f"""
+        ledger: sqlite:///{tmp_path}/ledger.db
+        backlog:
+          journal: {tmp_path}/backlog-${{LLMCOST_TEST_APP}}/
+        budgets:
+          - {{name: monthly, amount: 10}}
+    """)
+    )
+    assert load_budget_config(config).backlog == BacklogPolicy(journal=f"{tmp_path}/backlog-shop/")
+    engines = [BudgetEngine.from_config(config) for _ in range(2)]
+    paths = [e._backlog.journal.path for e in engines if e._backlog.journal is not None]
+    assert paths == [tmp_path / "backlog-shop" / "slot-0.jsonl", tmp_path / "backlog-shop" / "slot-1.jsonl"]
+    for engine in engines:
+        engine.close()
+
+
 # -- syncing: group commit ("always") and the background syncer ("interval") ------------------------------------
 def test_always_appends_wait_for_a_sync_and_callers_queued_behind_one_share_the_next(tmp_path: Path) -> None:
     """Eight threads append while a sync runs: none returns before a sync, and one more sync covers all eight.
@@ -648,6 +761,51 @@ def test_kill_9_with_interval_sync_keeps_lines_the_disk_never_saw(tmp_path: Path
         spend = ledger.spend(key, window)
         assert spend.spent == total and spend.reserved == 0
         assert recovery.send(do="close")["replayed"] == 165
+        ledger.close()
+
+
+def test_kill_9_of_workers_sharing_a_journal_directory_then_fewer_come_back(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Three workers without names share a slot directory; during a Redis outage each queues two settles
+    and a record, then all three are SIGKILLed. Two come back: the first takes its old slot and the two
+    nobody holds, the second finds its slot empty; the ledger gets every cost once and no hold is left."""
+    directory, prefix = tmp_path / "journals", uuid.uuid4().hex
+    directory.mkdir()
+    with DurableRedis(tmp_path / "redis") as redis_server:
+        ledger = RedisLedger.from_url(redis_server.url, prefix=prefix)
+        key, window = BudgetKey("monthly", "global"), journal_worker.BUDGET.window.at(datetime.now(timezone.utc))
+        apps = [Worker(redis_server.url, prefix, directory) for _ in range(3)]
+        workers.extend(apps)
+        assert [app.hello["slot"] for app in apps] == ["slot-0.jsonl", "slot-1.jsonl", "slot-2.jsonl"]
+        for app in apps:
+            app.send(do="reserve", n=2, estimate="1")
+        redis_server.kill()
+        total = D(0)
+        for number, app in enumerate(apps):
+            for i in range(2):
+                amount = D("0.0101") * (2 * number + i + 1)
+                app.send(do="settle", i=i, amount=str(amount))
+                total += amount
+            reply = app.send(do="record", amount=str(D("0.003") * (number + 1)))
+            total += D("0.003") * (number + 1)
+            assert reply["pending"] == reply["journaled"] == 3 and reply["journal_errors"] == 0
+        for app in apps:
+            app.kill()
+
+        redis_server.start()
+        assert ledger.spend(key, window).reserved == D(6)  # the dead workers' holds
+        first = Worker(redis_server.url, prefix, directory, retry=0.05)
+        second = Worker(redis_server.url, prefix, directory, retry=0.05)
+        workers.extend([first, second])
+        assert (first.hello["slot"], first.hello["restored"]) == ("slot-0.jsonl", 9)
+        assert (second.hello["slot"], second.hello["restored"]) == ("slot-1.jsonl", 0)
+        for app in (first, second):
+            assert app.send(do="drain", timeout=DEADLINE)["pending"] == 0
+        spend = ledger.spend(key, window)
+        assert spend.spent == total and spend.reserved == 0
+        assert first.send(do="close")["replayed"] == 9
+        assert [(directory / f"slot-{n}.jsonl").stat().st_size for n in range(3)] == [0, 0, 0]
         ledger.close()
 
 

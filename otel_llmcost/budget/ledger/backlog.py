@@ -89,7 +89,9 @@ class BacklogPolicy:
     replay_inline: int = 32
     inline_wait: float = 0.2
     journal: str | None = None
-    """A file that keeps queued writes across a crash of the app (None: memory only); one per process."""
+    """A file that keeps queued writes across a crash of the app (None: memory only); one per process.
+    A path ending in "/" (or an existing directory) is a directory of slots that processes without a
+    stable name share: each takes a free one (see `journal.py`)."""
     journal_sync: str = "interval"
     """When a journaled write reaches the disk. "interval" (the default): it is handed to the OS before
     `submit` returns, which is all a crash of the app (kill -9, OOM) needs, since the OS keeps its page
@@ -102,7 +104,9 @@ class BacklogPolicy:
     def __post_init__(self) -> None:
         if self.journal is not None:
             if not isinstance(self.journal, (str, os.PathLike)) or not os.fspath(self.journal).strip():
-                raise ValueError(f"backlog journal must be a file path (None: none), not {self.journal!r}")
+                raise ValueError(
+                    f"backlog journal must be a file path (or a directory ending in /; None: none), not {self.journal!r}"
+                )
             object.__setattr__(self, "journal", os.fspath(self.journal))
         check_sync(self.journal_sync, self.journal_sync_interval)
         if not isinstance(self.size, int) or self.size < 0:

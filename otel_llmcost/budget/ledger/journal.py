@@ -70,6 +70,15 @@ path per process that stays the same across its restarts (a replica or worker na
 the restarted process finds what its predecessor left. A child forked from the owner neither writes nor
 holds the journal (its copy is closed at fork); it keeps its own backlog in memory.
 
+Workers without a stable name (gunicorn's or uvicorn's, all with one ``$HOSTNAME``) share a directory
+instead: a journal path that ends in ``/`` (or names an existing directory) is a folder of slots,
+``slot-0.jsonl``, ``slot-1.jsonl``, ... Each process takes the lowest slot no running process holds, so
+a worker restarted by its master takes the slot its dead predecessor let go and replays it. Slots left
+behind when fewer processes come back (4 workers, then 2) are adopted at start: a process that finds a
+slot with content that nobody holds takes its lock, copies its live lines into its own slot (synced),
+then empties it. A crash between the two leaves the lines in both files, which the op ids make harmless.
+Slots are emptied, never deleted: deleting a locked file would let two processes lock "the same" slot.
+
 The file (created 0600) holds budget names, scope keys (user and tenant ids) and amounts: never prompt
 or response text, never API keys. POSIX only (`fcntl`); keep it on a local disk (`flock` on network
 file systems is not reliable everywhere).
@@ -86,6 +95,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -107,6 +117,9 @@ COMPACT_AFTER = 1024
 """Finished lines that may pile up (and at least as many as the live ones) before the file is rewritten."""
 _WARN_LINES = 10
 """Bad lines warned about one by one when reading; past that, one summary line."""
+MAX_SLOTS = 1024
+"""Slots a journal directory may have: more processes than this on one directory is a misconfiguration."""
+_SLOT_NAME = re.compile(r"slot-(\d+)\.jsonl")
 
 
 class JournalInUseError(ConfigError):
@@ -296,6 +309,53 @@ def read_journal(path: str | os.PathLike[str]) -> tuple[list[JournalEntry], list
     return list(live.values()), bad
 
 
+def is_slot_directory(path: str | os.PathLike[str]) -> bool:
+    """Whether a journal path means a directory of slots (ends in a separator or is a directory)."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or os.path.isdir(text)
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _try_lock(lock_path: Path) -> tuple[int | None, str]:
+    """(descriptor holding the lock, "") or (None, the holder's pid as it wrote it) when someone has it."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, ""
+
+
+def _empty(path: Path) -> None:
+    """Truncate a file durably (an adopted slot: its lines now live in the adopter's)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.ftruncate(fd, 0)
+        _sync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_warning(path: Path) -> list[JournalEntry]:
+    """`read_journal`, logging its bad lines (one by one up to `_WARN_LINES`, then a summary)."""
+    entries, bad = read_journal(path)
+    for number, reason in bad[:_WARN_LINES]:
+        _log.warning("budget backlog journal %s, line %d skipped: %s", path, number, reason)
+    if len(bad) > _WARN_LINES:
+        _log.warning("budget backlog journal %s: %d more bad lines skipped (lines %d to %d)",
+                     path, len(bad) - _WARN_LINES, bad[_WARN_LINES][0], bad[-1][0])  # fmt: skip
+    return entries
+
+
 # -- the file, owned by one process -----------------------------------------------------------------------
 _OPEN: weakref.WeakSet[BacklogJournal] = weakref.WeakSet()
 
@@ -353,8 +413,12 @@ class BacklogJournal:
         thread syncs within `sync_interval` seconds); `on_sync` hears each background sync's outcome
         (None: it worked), since no caller is there to see its error. ValueError for a bad mode."""
         check_sync(sync, sync_interval)
+        self.directory = Path(os.fspath(path)) if is_slot_directory(path) else None
+        """The slot directory the journal's file was taken from (None: `path` is the file itself)."""
         self.path = Path(os.fspath(path))
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_path = _lock_path(self.path)
+        self.adopted: dict[Path, int] = {}
+        """Slots of processes that are gone, emptied into this one at open: slot file -> writes taken over."""
         self.sync_mode = sync
         self.sync_interval = float(sync_interval)
         self.syncs = 0
@@ -375,20 +439,40 @@ class BacklogJournal:
         self._warned_forked = False
         self._lock_fd: int | None = None
         self._fd: int | None = None
+        orphans: list[tuple[Path, int]] = []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = self._take_lock()
-            self.recovered, bad = read_journal(self.path)
-            for number, reason in bad[:_WARN_LINES]:
-                _log.warning("budget backlog journal %s, line %d skipped: %s", self.path, number, reason)
-            if len(bad) > _WARN_LINES:
-                _log.warning("budget backlog journal %s: %d more bad lines skipped (lines %d to %d)",
-                             self.path, len(bad) - _WARN_LINES, bad[_WARN_LINES][0], bad[-1][0])  # fmt: skip
+            if self.directory is not None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = self._take_slot(self.directory)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = self._take_lock()
+            self.recovered = _read_warning(self.path)
+            if self.directory is not None:
+                for orphan, fd in self._lock_orphans(self.directory):
+                    try:
+                        found = _read_warning(orphan)
+                    except OSError as exc:  # left for a later start: this process's own slot still works
+                        os.close(fd)
+                        _log.error("budget backlog journal %s: cannot read %s, a slot no running process holds "
+                                   "(%s); its writes stay there for the next process to take over",
+                                   self.path, orphan, exc.strerror or exc)  # fmt: skip
+                        continue
+                    orphans.append((orphan, fd))
+                    mine = {e.op_id for e in self.recovered}
+                    theirs = [e for e in found if e.op_id not in mine]
+                    self.recovered.extend(theirs)
+                    self.adopted[orphan] = len(theirs)
             self._live = {e.op_id: encode_queued(e) for e in self.recovered}
             size = self.path.stat().st_size if self.path.exists() else 0
             clean = b"".join(self._live.values())
-            if size != len(clean):  # finished, bad or torn lines: start from the live ones only
+            if size != len(clean):  # finished, bad, torn or adopted lines: start from the live ones only
                 self._replace(clean)
+            for orphan, _ in orphans:  # their lines are on disk in this slot now
+                _empty(orphan)
+                if self.adopted[orphan]:
+                    _log.warning("budget backlog journal %s: took over %d write(s) from %s, a slot no running "
+                                 "process holds", self.path, self.adopted[orphan], orphan)  # fmt: skip
             created = not self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             if created:
@@ -402,29 +486,53 @@ class BacklogJournal:
                 "path on a local disk, or no journal to keep the backlog in memory only",
                 field="backlog.journal",
             ) from exc
+        finally:
+            for _, fd in orphans:  # released once emptied (or, on an error, untouched for the next process)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         _OPEN.add(self)
 
     def _take_lock(self) -> int:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            who = "this process: another budget engine here has it open; close that one first" \
-                if holder == str(os.getpid()) else f"pid {holder}"  # fmt: skip
-            raise JournalInUseError(
-                f"the backlog journal {self.path} is in use by another process ({who}). Two processes "
-                "replaying one journal would count spend twice: give each process its own path that stays "
-                "the same across its restarts (a replica or worker name, not the pid, so a restarted process "
-                "finds what its predecessor left), e.g. /var/lib/app/llmcost-backlog-${HOSTNAME}",
-                field="backlog.journal",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return fd
+        fd, holder = _try_lock(self.lock_path)
+        if fd is not None:
+            return fd
+        who = "this process: another budget engine here has it open; close that one first" \
+            if holder == str(os.getpid()) else f"pid {holder}"  # fmt: skip
+        raise JournalInUseError(
+            f"the backlog journal {self.path} is in use by another process ({who}). Two processes "
+            "replaying one journal would count spend twice: give each process its own path that stays "
+            "the same across its restarts (a replica or worker name, not the pid, so a restarted process "
+            "finds what its predecessor left), e.g. /var/lib/app/llmcost-backlog-${HOSTNAME}, or a "
+            "directory (a path ending in /) in which each process takes a free slot",
+            field="backlog.journal",
+        )
+
+    def _take_slot(self, directory: Path) -> int:
+        """Lock the lowest slot no running process holds and make it this journal's file."""
+        for number in range(MAX_SLOTS):
+            path = directory / f"slot-{number}.jsonl"
+            fd, _ = _try_lock(_lock_path(path))
+            if fd is not None:
+                self.path, self.lock_path = path, _lock_path(path)
+                return fd
+        raise JournalInUseError(
+            f"all {MAX_SLOTS} slots of the backlog journal directory {directory} are held by running "
+            "processes: give each group of processes its own directory",
+            field="backlog.journal",
+        )
+
+    def _lock_orphans(self, directory: Path) -> list[tuple[Path, int]]:
+        """Other slots with content that no running process holds, locked (slot file, lock descriptor)."""
+        found: list[tuple[Path, int]] = []
+        for path in sorted(directory.iterdir()):
+            if path == self.path or not _SLOT_NAME.fullmatch(path.name) or not path.is_file():
+                continue
+            if not path.stat().st_size:
+                continue
+            fd, _ = _try_lock(_lock_path(path))
+            if fd is not None:
+                found.append((path, fd))
+        return found
 
     # -- writing --
     def append(self, entry: JournalEntry) -> bool:
