@@ -37,6 +37,7 @@ THREADS, PER_THREAD, SETTLES = 8, 25, 6
     covered_by=[
         "tests/budget/test_backlog_journal.py::test_kill_9_during_a_redis_outage_then_a_new_process_counts_the_spend_once",
         "tests/budget/test_backlog_journal.py::test_kill_9_with_interval_sync_keeps_lines_the_disk_never_saw",
+        "tests/budget/test_backlog_journal.py::test_kill_9_of_workers_sharing_a_journal_directory_then_fewer_come_back",
     ],
 )
 @pytest.mark.parametrize("sync", ["interval", "always"])
