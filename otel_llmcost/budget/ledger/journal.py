@@ -449,11 +449,16 @@ class BacklogJournal:
                 self._lock_fd = self._take_lock()
             self.recovered = _read_warning(self.path)
             if self.directory is not None:
-                for orphan, fd in self._lock_orphans(self.directory):
+                for orphan in self._other_slots(self.directory):
+                    fd: int | None = None
                     try:
+                        fd, _ = _try_lock(_lock_path(orphan))
+                        if fd is None:
+                            continue  # a running process holds it
                         found = _read_warning(orphan)
                     except OSError as exc:  # left for a later start: this process's own slot still works
-                        os.close(fd)
+                        if fd is not None:
+                            os.close(fd)
                         _log.error("budget backlog journal %s: cannot read %s, a slot no running process holds "
                                    "(%s); its writes stay there for the next process to take over",
                                    self.path, orphan, exc.strerror or exc)  # fmt: skip
@@ -521,17 +526,16 @@ class BacklogJournal:
             field="backlog.journal",
         )
 
-    def _lock_orphans(self, directory: Path) -> list[tuple[Path, int]]:
-        """Other slots with content that no running process holds, locked (slot file, lock descriptor)."""
-        found: list[tuple[Path, int]] = []
+    def _other_slots(self, directory: Path) -> list[Path]:
+        """The directory's other slot files that hold something (whether a running process holds them is
+        for the caller's lock to find out)."""
+        found: list[Path] = []
         for path in sorted(directory.iterdir()):
-            if path == self.path or not _SLOT_NAME.fullmatch(path.name) or not path.is_file():
+            if path == self.path or not _SLOT_NAME.fullmatch(path.name):
                 continue
-            if not path.stat().st_size:
-                continue
-            fd, _ = _try_lock(_lock_path(path))
-            if fd is not None:
-                found.append((path, fd))
+            with contextlib.suppress(OSError):  # gone meanwhile: nothing to take over
+                if path.is_file() and path.stat().st_size:
+                    found.append(path)
         return found
 
     # -- writing --
