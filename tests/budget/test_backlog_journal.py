@@ -324,15 +324,9 @@ def test_the_config_file_takes_a_journal_directory(tmp_path: Path, monkeypatch: 
     """`journal: .../` in the config keeps its trailing / and makes the engine take a slot there."""
     monkeypatch.setenv("LLMCOST_TEST_APP", "shop")
     config = tmp_path / "llmcost.yaml"
-    config.write_text(
-        textwrap.dedent(f"""
-        ledger: sqlite:///{tmp_path}/ledger.db
-        backlog:
-          journal: {tmp_path}/backlog-${{LLMCOST_TEST_APP}}/
-        budgets:
-          - {{name: monthly, amount: 10}}
-    """)
-    )
+    journal = f"{tmp_path}/backlog-${{LLMCOST_TEST_APP}}/"
+    config.write_text(f"ledger: sqlite:///{tmp_path}/ledger.db\nbacklog: {{journal: '{journal}'}}\n"
+                      "budgets: [{name: monthly, amount: 10}]\n")  # fmt: skip
     assert load_budget_config(config).backlog == BacklogPolicy(journal=f"{tmp_path}/backlog-shop/")
     engines = [BudgetEngine.from_config(config) for _ in range(2)]
     paths = [e._backlog.journal.path for e in engines if e._backlog.journal is not None]
