@@ -212,27 +212,18 @@ class BudgetProcessor(SpanProcessor):
         Gauges for what waits now; observable counters (monotonic, cumulative) for totals since start,
         so `increase()` over them works in Prometheus as for any counter.
         """
-        meter.create_observable_gauge(
-            names.METRIC_BUDGET_BACKLOG_SPEND, [self._observe_backlog_spend], unit="USD",
-            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_SPEND])
-        meter.create_observable_gauge(
-            names.METRIC_BUDGET_BACKLOG_WRITES, [self._observe_backlog_writes], unit="{write}",
-            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_WRITES])
-        meter.create_observable_counter(
-            names.METRIC_BUDGET_BACKLOG_LOST, [self._observe_lost], unit="USD",
-            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_LOST])
-        meter.create_observable_counter(
-            names.METRIC_BUDGET_BACKLOG_DROPPED, [self._observe_dropped_writes], unit="{write}",
-            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_DROPPED])
-        meter.create_observable_counter(
-            names.METRIC_BUDGET_LEDGER_ERRORS, [self._observe_ledger_errors], unit="{error}",
-            description=DESCRIPTIONS[names.METRIC_BUDGET_LEDGER_ERRORS])
-        meter.create_observable_counter(
-            names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS, [self._observe_journal_errors], unit="{error}",
-            description=DESCRIPTIONS[names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS])
-        meter.create_observable_counter(
-            names.METRIC_BUDGET_EVENTS_DROPPED, [self._observe_events_dropped], unit="{event}",
-            description="Cost events the budget processor dropped because its queue was full.")
+        gauge, counter = meter.create_observable_gauge, meter.create_observable_counter
+        for create, name, callback, unit in (
+            (gauge, names.METRIC_BUDGET_BACKLOG_SPEND, self._observe_backlog_spend, "USD"),
+            (gauge, names.METRIC_BUDGET_BACKLOG_WRITES, self._observe_backlog_writes, "{write}"),
+            (counter, names.METRIC_BUDGET_BACKLOG_LOST, self._observe_lost, "USD"),
+            (counter, names.METRIC_BUDGET_BACKLOG_DROPPED, self._observe_dropped_writes, "{write}"),
+            (counter, names.METRIC_BUDGET_LEDGER_ERRORS, self._observe_ledger_errors, "{error}"),
+            (counter, names.METRIC_BUDGET_BACKLOG_JOURNAL_ERRORS, self._observe_journal_errors, "{error}"),
+        ):
+            create(name, [callback], unit=unit, description=DESCRIPTIONS[name])
+        counter(names.METRIC_BUDGET_EVENTS_DROPPED, [self._observe_events_dropped], unit="{event}",
+                description="Cost events the budget processor dropped because its queue was full.")
 
     def _health(self, pick: Callable[[LedgerHealth], list[Observation]]) -> list[Observation]:
         """Observations from one health snapshot; an export must never fail on them (logged once)."""
